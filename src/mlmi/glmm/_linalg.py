@@ -1,0 +1,112 @@
+"""Tiny dense linear algebra for the q×q blocks of a two-level model (compiled).
+
+q (the number of random effects per cluster) is 1–3 in practice, so hand-written
+loops beat a LAPACK call per cluster by a wide margin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, error_model="numpy")
+def chol_inplace(a):
+    """Lower Cholesky factor of a symmetric positive definite matrix, in place.
+
+    Returns False if the matrix is not numerically positive definite.
+    """
+    q = a.shape[0]
+    for j in range(q):
+        s = a[j, j]
+        for k in range(j):
+            s -= a[j, k] * a[j, k]
+        if not s > 0.0:
+            return False
+        ljj = np.sqrt(s)
+        a[j, j] = ljj
+        for i in range(j + 1, q):
+            s = a[i, j]
+            for k in range(j):
+                s -= a[i, k] * a[j, k]
+            a[i, j] = s / ljj
+        for i in range(j):
+            a[i, j] = 0.0
+    return True
+
+
+@njit(cache=True, error_model="numpy")
+def chol_solve(L, b, out):
+    """Solve (L L') x = b for x given the lower Cholesky factor L."""
+    q = L.shape[0]
+    for i in range(q):
+        s = b[i]
+        for k in range(i):
+            s -= L[i, k] * out[k]
+        out[i] = s / L[i, i]
+    for i in range(q - 1, -1, -1):
+        s = out[i]
+        for k in range(i + 1, q):
+            s -= L[k, i] * out[k]
+        out[i] = s / L[i, i]
+
+
+@njit(cache=True, error_model="numpy")
+def chol_logdet(L):
+    """log det(L L')."""
+    s = 0.0
+    for i in range(L.shape[0]):
+        s += np.log(L[i, i])
+    return 2.0 * s
+
+
+@njit(cache=True, error_model="numpy")
+def chol_inverse(L, out):
+    """(L L')^{-1} from the lower Cholesky factor."""
+    q = L.shape[0]
+    e = np.zeros(q)
+    col = np.zeros(q)
+    for j in range(q):
+        for i in range(q):
+            e[i] = 0.0
+        e[j] = 1.0
+        chol_solve(L, e, col)
+        for i in range(q):
+            out[i, j] = col[i]
+
+
+def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
+    """Relative Cholesky factor Λ (lower triangular) from θ, lme4's column-major order.
+
+    For q = 2, θ = (Λ11, Λ21, Λ22), so Ψ = ΛΛ' has Ψ11 = Λ11², Ψ21 = Λ21 Λ11 and
+    Ψ22 = Λ21² + Λ22² — the same θ that lme4 reports in ``getME(fit, "theta")``.
+    """
+    lam = np.zeros((q, q))
+    t = 0
+    for c in range(q):
+        for r in range(c, q):
+            lam[r, c] = theta[t]
+            t += 1
+    return lam
+
+
+def lambda_to_theta(lam: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`theta_to_lambda`."""
+    q = lam.shape[0]
+    return np.array([lam[r, c] for c in range(q) for r in range(c, q)], dtype=float)
+
+
+def theta_diagonal_index(q: int) -> np.ndarray:
+    """Positions in θ of the diagonal of Λ (bounded below by 0, as in lme4)."""
+    idx, t = [], 0
+    for c in range(q):
+        for r in range(c, q):
+            if r == c:
+                idx.append(t)
+            t += 1
+    return np.array(idx, dtype=np.int64)
+
+
+def theta_pairs(q: int) -> np.ndarray:
+    """(row, column) of Λ for each θ element."""
+    return np.array([(r, c) for c in range(q) for r in range(c, q)], dtype=np.int64)

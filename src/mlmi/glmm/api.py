@@ -1,0 +1,107 @@
+"""The lme4-style front end: ``fit_glmm(formula, data, family)``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import InputError
+from .families import BINOMIAL, Family, get_family
+from .fit import Start, fit_arrays
+from .formula import parse_formula
+from .result import GLMMResult
+
+
+def fit_glmm(
+    formula: str,
+    data: pd.DataFrame,
+    family: str | Family = "gaussian",
+    *,
+    reml: bool = False,
+    nagq: int = 1,
+    start: GLMMResult | Start | dict | None = None,
+    vcov: str = "hessian",
+) -> GLMMResult:
+    """Fit a two-level generalized linear mixed model by maximum likelihood.
+
+    Parameters
+    ----------
+    formula : lme4-style formula with one random-effects term, e.g.
+        ``"y ~ x1 + x2 + (1 + x1 | st)"``: fixed effects for x1 and x2, a random
+        intercept and a random slope of x1 that vary between the clusters ``st``.
+        ``(1 | st)`` is a random intercept only; ``(0 + x1 | st)`` a random slope only.
+    data : the data; it is not modified. Every column the formula uses must be
+        complete — subset the rows first (``data.dropna(subset=...)``).
+    family : ``"gaussian"`` (linear mixed model), ``"binomial"`` (logistic; the response
+        may be 0/1, bool or a two-level categorical whose second level is the event) or
+        ``"poisson"`` (log link; non-negative integer counts).
+    reml : gaussian only: restricted maximum likelihood (lme4's default for ``lmer``);
+        the default here is ML, which is what a likelihood comparison needs.
+    nagq : 1 = Laplace approximation (``glmer``'s default, ``nAGQ = 1``); > 1 = adaptive
+        Gauss–Hermite quadrature with ``nagq`` points per random effect (q <= 2).
+    start : start values: a previous fit, a :class:`~mlmi.glmm.fit.Start`, or a dict
+        ``{"beta": ..., "theta": ...}`` (theta in lme4's order).
+    vcov : ``"hessian"`` (lme4's ``vcov()`` for glmer) or ``"fisher"`` (lme4's
+        ``use.hessian = FALSE``); see :attr:`GLMMResult.vcov`.
+
+    Returns
+    -------
+    GLMMResult with ``fixef``, ``vcov``, ``cov_re``, ``ranef``, ``cond_cov``, ``sigma``,
+    ``loglik``, ``converged``, ``singular``, ``n_iter``, ``warnings`` and ``predict``.
+    Warnings (non-convergence, singular fit, separation, dropped columns) are both
+    emitted and recorded in ``result.warnings``.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise InputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    fam = get_family(family)
+    terms = parse_formula(formula)
+    missing = [v for v in terms.variables if v not in data.columns]
+    if missing:
+        raise InputError(
+            f"formula {formula!r} uses column(s) {missing} that are not in data "
+            f"(columns: {list(data.columns)[:20]})"
+        )
+    for var in terms.variables:
+        nas = int(data[var].isna().sum())
+        if nas:
+            raise InputError(
+                f"column {var!r} has {nas} missing value(s); fit_glmm does not drop rows "
+                f"silently — the caller must subset, e.g. data.dropna(subset={terms.variables!r})"
+            )
+    y = _response(data[terms.response], fam, terms.response)
+    terms.learn_levels(data)
+    X, W, groups = terms.model_arrays(data)
+    result = fit_arrays(
+        y, X, W, groups, fam, reml=reml, nagq=nagq, start=start,
+        x_names=terms.x_names, w_names=terms.w_names, vcov=vcov,
+    )
+    result.formula = terms.formula
+    result.response = terms.response
+    result.group = terms.group
+    result._terms = terms
+    for w in result.warnings:
+        w.emit(stacklevel=3)
+    return result
+
+
+def _response(col: pd.Series, fam: Family, name: str) -> np.ndarray:
+    """Numeric response; bool and two-level categoricals become 0/1 for binomial."""
+    if (fam.code == BINOMIAL and not pd.api.types.is_numeric_dtype(col.dtype)) or (
+        fam.code == BINOMIAL and pd.api.types.is_bool_dtype(col.dtype)
+    ):
+        if pd.api.types.is_bool_dtype(col.dtype):
+            return col.to_numpy(dtype=float)
+        levels = (list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype)
+                  else sorted(pd.unique(col), key=str))
+        if len(levels) != 2:
+            raise InputError(
+                f"binomial response {name!r} must have two levels; found {len(levels)}: "
+                f"{[str(v) for v in levels[:6]]}"
+            )
+        return (col.to_numpy() == levels[1]).astype(float)
+    try:
+        y = col.to_numpy(dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"response {name!r} is not numeric (dtype {col.dtype})") from exc
+    fam.validate_response(y, name)
+    return y

@@ -1,0 +1,197 @@
+"""Arrays of a two-level model, sorted by cluster, and the named checks on them.
+
+Like lme4's ``checkNlevels``/``checkZrank``, each check is a small function with a
+precise message; they run once, at the boundary, so the optimiser's hot path can
+assume clean arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..exceptions import InputError, ModelError
+
+
+@dataclass
+class ClusterDesign:
+    """The arrays of a two-level model, rows sorted by cluster.
+
+    ``y`` (n), ``X`` (n × p fixed-effects design), ``W`` (n × q random-effects design),
+    ``starts`` (k + 1 offsets of each cluster's rows), ``order`` (the permutation that
+    sorted the caller's rows: ``y_sorted = y_caller[order]``), ``clusters`` (k labels of
+    the clusters in sorted order).
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    W: np.ndarray
+    starts: np.ndarray
+    order: np.ndarray
+    clusters: np.ndarray
+    x_names: list[str]
+    w_names: list[str]
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def q(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def k(self) -> int:
+        return self.starts.shape[0] - 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    def cluster_index(self) -> np.ndarray:
+        """Cluster number (0..k-1) of each sorted row."""
+        return np.repeat(np.arange(self.k), self.sizes)
+
+
+def make_design(
+    y: np.ndarray,
+    X: np.ndarray,
+    W: np.ndarray,
+    groups: np.ndarray,
+    x_names: list[str] | None = None,
+    w_names: list[str] | None = None,
+) -> ClusterDesign:
+    """Validate the arrays and sort the rows by cluster.
+
+    ``groups`` holds one cluster label per row, of any hashable type; the clusters
+    are numbered in the order of their sorted unique labels (as R's factor levels).
+    """
+    y = np.asarray(y, dtype=float)
+    X = np.asarray(X, dtype=float)
+    W = np.asarray(W, dtype=float)
+    groups = np.asarray(groups)
+    n = y.shape[0]
+    if X.ndim != 2 or W.ndim != 2:
+        raise InputError("X and W must be two-dimensional arrays (rows × columns)")
+    if X.shape[0] != n or W.shape[0] != n or groups.shape[0] != n:
+        raise InputError(
+            f"y, X, W and groups must have the same number of rows; got {n}, "
+            f"{X.shape[0]}, {W.shape[0]} and {groups.shape[0]}"
+        )
+    x_names = list(x_names) if x_names is not None else [f"x{j}" for j in range(X.shape[1])]
+    w_names = list(w_names) if w_names is not None else [f"w{j}" for j in range(W.shape[1])]
+    check_finite(X, x_names, "fixed-effects design")
+    check_finite(W, w_names, "random-effects design")
+    labels, codes = _factorize(groups)
+    order = np.argsort(codes, kind="stable")
+    codes = codes[order]
+    counts = np.bincount(codes, minlength=len(labels))
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return ClusterDesign(
+        y=np.ascontiguousarray(y[order]),
+        X=np.ascontiguousarray(X[order]),
+        W=np.ascontiguousarray(W[order]),
+        starts=starts,
+        order=order,
+        clusters=labels,
+        x_names=x_names,
+        w_names=w_names,
+    )
+
+
+def _factorize(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique labels and integer codes; a missing label is an error."""
+    import pandas as pd
+
+    s = pd.Series(groups)
+    if s.isna().any():
+        raise InputError(
+            f"the cluster identifier has {int(s.isna().sum())} missing value(s); "
+            "every row must belong to a cluster"
+        )
+    codes, labels = pd.factorize(s, sort=True)
+    return np.asarray(labels), codes.astype(np.int64)
+
+
+def check_finite(A: np.ndarray, names: list[str], what: str) -> None:
+    """Every entry of a design matrix must be finite (no NaN: subset first)."""
+    bad = ~np.isfinite(A)
+    if bad.any():
+        col = int(np.argmax(bad.any(axis=0)))
+        nbad = int(bad[:, col].sum())
+        kind = "missing (NaN)" if np.isnan(A[:, col]).any() else "infinite"
+        raise InputError(
+            f"{what} column {names[col]!r} has {nbad} {kind} value(s); the caller must "
+            "subset to complete rows (or impute) before fitting"
+        )
+
+
+def check_clusters(design: ClusterDesign) -> None:
+    """At least two clusters, and more observations than random effects (lme4's checks)."""
+    if design.k < 2:
+        raise ModelError(
+            f"the grouping factor has {design.k} level(s); a two-level model needs at "
+            "least 2 clusters"
+        )
+    if design.n <= design.k * design.q:
+        raise ModelError(
+            f"number of observations (n = {design.n}) <= number of random effects "
+            f"(k * q = {design.k} * {design.q} = {design.k * design.q}); the random-effects "
+            "parameters and the residual variance are not identifiable"
+        )
+
+
+def check_random_slopes(design: ClusterDesign) -> None:
+    """A random slope needs a predictor that varies within at least one cluster,
+    and the random-effects design must have full rank overall (cf. mice#223)."""
+    W, starts = design.W, design.starts
+    for r, name in enumerate(design.w_names):
+        col = W[:, r]
+        varies = False
+        for i in range(design.k):
+            seg = col[starts[i] : starts[i + 1]]
+            if seg.size and seg.max() - seg.min() > 1e-12 * max(1.0, np.abs(seg).max()):
+                varies = True
+                break
+        intercept_like = np.all(col == col[0])
+        if not varies and not intercept_like:
+            raise ModelError(
+                f"random slope for {name!r}: the predictor is constant within every "
+                "cluster, so its study-specific slope cannot be told apart from the "
+                "random intercept; drop it from the random-effects term"
+            )
+    if np.linalg.matrix_rank(W) < W.shape[1]:
+        raise ModelError(
+            f"the random-effects design ({', '.join(design.w_names)}) is rank deficient: "
+            "more random effects than the data identify"
+        )
+
+
+def drop_rank_deficient(design: ClusterDesign) -> list[str]:
+    """Drop fixed-effects columns that are linear combinations of earlier ones
+    (as lme4 does, with a message); returns the names dropped."""
+    X = design.X
+    if X.shape[1] == 0:
+        return []
+    diag = np.abs(np.diag(np.linalg.qr(X, mode="r")))
+    tol = max(X.shape) * np.finfo(float).eps * (diag.max() if diag.size else 1.0) * 1e3
+    keep = diag > tol
+    if keep.all():
+        return []
+    # confirm greedily in column order so the first of a collinear pair is kept
+    kept: list[int] = []
+    for j in range(X.shape[1]):
+        trial = [*kept, j]
+        if np.linalg.matrix_rank(X[:, trial], tol=tol) == len(trial):
+            kept.append(j)
+    dropped = [design.x_names[j] for j in range(X.shape[1]) if j not in kept]
+    design.X = np.ascontiguousarray(X[:, kept])
+    design.dropped = dropped
+    design.x_names = [design.x_names[j] for j in kept]
+    return dropped

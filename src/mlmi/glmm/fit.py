@@ -1,0 +1,416 @@
+"""Fitting a two-level GLMM: arrays -> objective -> optimiser -> result.
+
+The array-level entry point :func:`fit_arrays` is what the imputation loop calls
+(no formula parsing, optional warm start); :func:`mlmi.glmm.fit_glmm` is the
+lme4-style formula front end on top of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..exceptions import InputError
+from ..glm import fit_glm
+from ._linalg import theta_diagonal_index, theta_to_lambda
+from .design import (
+    ClusterDesign,
+    check_clusters,
+    check_random_slopes,
+    drop_rank_deficient,
+    make_design,
+)
+from .families import BINOMIAL, GAUSSIAN, POISSON, Family, get_family
+from .laplace import laplace_details, laplace_objective
+from .lmm import cross_products, lmm_profiled
+from .optimize import SINGULAR_TOL, OptimResult, fit_with_boundary_checks
+from .result import FitWarning, GLMMResult
+
+
+@dataclass
+class Start:
+    """Start values: fixed effects ``beta`` (named by ``x_names``, so a start from a
+    fit with other columns is matched by name), lme4's ``theta`` and, optionally, the
+    spherical modes ``u`` (k × q) of the same clusters."""
+
+    beta: np.ndarray | None = None
+    theta: np.ndarray | None = None
+    u: np.ndarray | None = None
+    x_names: list[str] | None = None
+
+
+def fit_arrays(
+    y: np.ndarray,
+    X: np.ndarray,
+    W: np.ndarray,
+    groups: np.ndarray,
+    family: str | Family,
+    *,
+    reml: bool = False,
+    nagq: int = 1,
+    start: GLMMResult | Start | dict | None = None,
+    x_names: list[str] | None = None,
+    w_names: list[str] | None = None,
+    vcov: str = "hessian",
+    check: bool = True,
+) -> GLMMResult:
+    """Fit a two-level GLMM from arrays (the fast path of the imputation loop).
+
+    Parameters
+    ----------
+    y : response (n,). Binomial: 0/1; poisson: non-negative integer counts.
+    X : fixed-effects design (n × p), including the intercept column if wanted.
+    W : random-effects design (n × q): column 0 is usually the intercept, the others
+        the predictors with a study-specific (random) slope.
+    groups : cluster (study) label of each row, any hashable type.
+    family : "gaussian", "binomial" or "poisson" (canonical links).
+    reml : gaussian only: restricted maximum likelihood instead of ML.
+    nagq : 1 = Laplace approximation (glmer's default); > 1 = adaptive Gauss–Hermite
+        quadrature with ``nagq`` points per random effect (q <= 2).
+    start : warm start — a previous :class:`GLMMResult` (e.g. the same variable's fit in
+        the previous MICE iteration), a :class:`Start` or a dict with keys beta/theta.
+    x_names, w_names : column names, used for labels and to match a warm start.
+    vcov : "hessian" (lme4's default for glmer) or "fisher" (cheaper; see
+        :attr:`GLMMResult.vcov`).
+    check : validate the arrays (leave True unless they were validated before).
+    """
+    fam = get_family(family)
+    if reml and fam.code != GAUSSIAN:
+        raise InputError(f"reml=True is only defined for the gaussian family, not {fam.name!r}")
+    if not isinstance(nagq, (int, np.integer)) or nagq < 1:
+        raise InputError(f"nagq={nagq!r} must be a positive integer")
+    if vcov not in ("hessian", "fisher"):
+        raise InputError(f"vcov={vcov!r}: use 'hessian' or 'fisher'")
+    design = make_design(y, X, W, groups, x_names, w_names)
+    notes: list[FitWarning] = []
+    if check:
+        fam.validate_response(design.y)
+        check_clusters(design)
+        check_random_slopes(design)
+    dropped = drop_rank_deficient(design)
+    if dropped:
+        notes.append(FitWarning(
+            "rank",
+            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+            f"column(s): {', '.join(dropped)}",
+        ))
+    if fam.code == BINOMIAL:
+        notes.extend(_within_cluster_separation(design))
+    st = _coerce_start(start, design)
+    if fam.code == GAUSSIAN:
+        if nagq != 1:
+            raise InputError(
+                "nagq > 1 is not needed for the gaussian family (its likelihood is exact)"
+            )
+        result = _fit_lmm(design, reml, st)
+    else:
+        if nagq > 1:
+            from .agq import fit_agq
+
+            result = fit_agq(design, fam, nagq, st, vcov)
+        else:
+            result = _fit_glmm_laplace(design, fam, st, vcov)
+    result.warnings = notes + result.warnings
+    result.dropped = dropped
+    return result
+
+
+# ---------------------------------------------------------------------- start values
+def _coerce_start(start, design: ClusterDesign) -> Start:
+    if start is None:
+        return Start()
+    if isinstance(start, GLMMResult):
+        u = start.u if start.u.shape == (design.k, design.q) else None
+        return Start(start.beta, start.theta, u, start.x_names)
+    if isinstance(start, dict):
+        unknown = set(start) - {"beta", "theta", "u", "x_names", "fixef"}
+        if unknown:
+            raise InputError(f"start has unknown key(s) {sorted(unknown)}; use beta, theta")
+        beta = start.get("beta", start.get("fixef"))
+        names = start.get("x_names")
+        if beta is not None and hasattr(beta, "index") and names is None:
+            names = list(beta.index)
+        return Start(
+            None if beta is None else np.asarray(beta, float),
+            None if start.get("theta") is None else np.asarray(start["theta"], float),
+            start.get("u"),
+            names,
+        )
+    if isinstance(start, Start):
+        return start
+    raise InputError(f"start must be a GLMMResult, a Start or a dict, not {type(start).__name__}")
+
+
+def _start_beta(st: Start, design: ClusterDesign, fam: Family) -> np.ndarray:
+    if st.beta is not None:
+        if st.x_names is not None:
+            lookup = dict(zip(st.x_names, st.beta, strict=False))
+            if all(nm in lookup for nm in design.x_names):
+                return np.array([lookup[nm] for nm in design.x_names], float)
+        elif len(st.beta) == design.p:
+            return np.asarray(st.beta, float)
+    return fit_glm(design.y, design.X, fam, maxit=25).beta
+
+
+def _start_theta(st: Start, q: int) -> np.ndarray:
+    nth = q * (q + 1) // 2
+    if st.theta is not None and len(st.theta) == nth:
+        return np.asarray(st.theta, float).copy()
+    return _identity_theta(q)
+
+
+def _identity_theta(q: int) -> np.ndarray:
+    """theta of Lambda = I (lme4's default start)."""
+    lam = np.eye(q)
+    return np.array([lam[r, c] for c in range(q) for r in range(c, q)])
+
+
+# ---------------------------------------------------------------------- Laplace GLMM
+def _fit_glmm_laplace(design: ClusterDesign, fam: Family, st: Start, vcov: str) -> GLMMResult:
+    y, X, W, starts = design.y, design.X, design.W, design.starts
+    p, q, k = design.p, design.q, design.k
+    nth = q * (q + 1) // 2
+    u = np.zeros((k, q)) if st.u is None else np.array(st.u, dtype=float)
+    grad = np.zeros(p + nth)
+    jac = np.zeros((k, q, p + nth))
+    last = {"par": None}
+    failures = [0]
+
+    def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
+        lam = theta_to_lambda(par[p:], q)
+        dpar = np.zeros(p + nth) if last["par"] is None else par - last["par"]
+        value, failed = laplace_objective(par[:p], lam, y, X, W, starts, fam.code, u, grad,
+                                          True, jac, dpar)
+        last["par"] = par.copy()
+        failures[0] = failed
+        if not np.isfinite(value):
+            last["par"] = None
+            return np.inf, np.zeros_like(grad)
+        return value, grad.copy()
+
+    par0 = np.concatenate([_start_beta(st, design, fam), _start_theta(st, q)])
+    diag_index = p + theta_diagonal_index(q)
+    lower = np.full(p + nth, -np.inf)
+    lower[diag_index] = 0.0
+    opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index)
+    return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
+
+
+def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_failures, nagq):
+    p, q, k = design.p, design.q, design.k
+    beta, theta = opt.par[:p].copy(), opt.par[p:].copy()
+    lam = theta_to_lambda(theta, q)
+    cond_inv = np.zeros((k, q, q))
+    fisher = np.zeros((p, p))
+    extreme = laplace_details(beta, lam, design.y, design.X, design.W, design.starts,
+                              fam.code, u, cond_inv, fisher)
+    warnings_: list[FitWarning] = [FitWarning("convergence", m) for m in notes]
+    fisher_cov = _safe_inverse(fisher)
+    if vcov == "hessian":
+        beta_cov, ok = _hessian_vcov(fun, opt.par, p, q)
+        if not ok:
+            warnings_.append(FitWarning(
+                "convergence",
+                "variance-covariance matrix computed from the Hessian is not positive "
+                "definite: falling back to the fixed-effects information (as lme4 does)",
+            ))
+            beta_cov = fisher_cov
+    else:
+        beta_cov = fisher_cov
+    const = 0.0
+    if fam.code == POISSON:
+        from scipy.special import gammaln
+
+        const = -float(np.sum(gammaln(design.y + 1.0)))
+    loglik = -opt.value + const
+    singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
+    res = GLMMResult(
+        family=fam, reml=False, nagq=nagq, beta=beta, beta_cov=beta_cov,
+        beta_cov_fisher=fisher_cov, vcov_method=vcov, theta=theta, psi=lam @ lam.T,
+        b=u @ lam.T, u=u.copy(), cond_cov=np.einsum("ab,kbc,dc->kad", lam, cond_inv, lam),
+        sigma=1.0, loglik=loglik, converged=opt.converged and newton_failures == 0,
+        singular=singular, n_iter=opt.n_iter, n_eval=opt.n_eval,
+        x_names=list(design.x_names), w_names=list(design.w_names),
+        clusters=design.clusters, n_obs=design.n, cluster_sizes=design.sizes,
+    )
+    _common_warnings(res, opt, warnings_, newton_failures)
+    if extreme:
+        warnings_.append(FitWarning(
+            "separation",
+            f"fitted probabilities numerically 0 or 1 occurred in {extreme} row(s): the "
+            "fixed effects are (quasi-)separated and their estimates are unreliable",
+        ))
+    res.warnings = warnings_
+    return res
+
+
+def _common_warnings(res: GLMMResult, opt: OptimResult, warnings_: list, newton_failures=0):
+    if not opt.converged:
+        g = np.max(np.abs(opt.grad)) if np.all(np.isfinite(opt.grad)) else np.nan
+        warnings_.append(FitWarning(
+            "convergence",
+            f"model failed to converge: max|gradient| = {g:.3g} after {opt.n_iter} "
+            f"iterations ({opt.message})",
+        ))
+    if newton_failures:
+        warnings_.append(FitWarning(
+            "convergence",
+            f"the conditional modes of {newton_failures} cluster(s) did not converge",
+        ))
+    if res.singular:
+        warnings_.append(FitWarning(
+            "singular",
+            "boundary (singular) fit: the estimated random-effects covariance matrix is "
+            "singular (a variance is 0 or a correlation is ±1); see lme4's ?isSingular",
+        ))
+
+
+def _safe_inverse(A: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        return np.full_like(A, np.nan)
+
+
+def _hessian_vcov(
+    fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-6, central: bool = False
+) -> tuple[np.ndarray, bool]:
+    """beta block of the inverse Hessian of -loglik in (beta, theta), by differences
+    of the gradient (forward differences of the exact gradient by default). theta on
+    the boundary (a zero diagonal of Lambda) is held fixed, and directions of zero
+    curvature within theta (a redundant parametrisation at a singular fit) are
+    projected out."""
+    npar = par.size
+    hess = np.empty((npar, npar))
+    g0 = None if central else fun(par)[1]
+    for t in range(npar):
+        # forward differences of the exact gradient: error O(h) ~ 1e-6 relative
+        h = step * max(1.0, abs(par[t]))
+        e = np.zeros(npar)
+        e[t] = h
+        if central:
+            hess[:, t] = (fun(par + e)[1] - fun(par - e)[1]) / (2 * h)
+        else:
+            hess[:, t] = (fun(par + e)[1] - g0) / h
+    fun(par)  # leave the warm-start modes at the optimum
+    hess = 0.5 * (hess + hess.T)
+    if not np.all(np.isfinite(hess)):
+        return np.full((p, p), np.nan), False
+    diag_index = p + theta_diagonal_index(q)
+    lam = theta_to_lambda(par[p:], q)
+    fixed = [t for t, c in zip(diag_index, range(q), strict=True) if lam[c, c] < SINGULAR_TOL]
+    free = [t for t in range(p, npar) if t not in fixed]
+    A = hess[:p, :p]
+    B = hess[:p, free]
+    C = hess[np.ix_(free, free)]
+    if len(free):
+        w, V = np.linalg.eigh(C)
+        tol = 1e-8 * max(1.0, np.max(np.abs(w)))
+        keep = w > tol
+        if np.any(w < -tol):
+            return np.full((p, p), np.nan), False
+        Cpinv = (V[:, keep] / w[keep]) @ V[:, keep].T
+        schur = A - B @ Cpinv @ B.T
+    else:
+        schur = A
+    try:
+        cov = np.linalg.inv(schur)
+    except np.linalg.LinAlgError:
+        return np.full((p, p), np.nan), False
+    cov = 0.5 * (cov + cov.T)
+    if np.any(np.linalg.eigvalsh(cov) <= 0):
+        return cov, False
+    return cov, True
+
+
+def _within_cluster_separation(design: ClusterDesign) -> list[FitWarning]:
+    """Binary response constant within a cluster, or perfectly separated by a
+    random-slope predictor within a cluster: the cluster's random effects are then
+    identified only through their prior (the penalty), not by its data."""
+    y, W, starts = design.y, design.W, design.starts
+    constant, by_slope = [], {}
+    for i in range(design.k):
+        seg = slice(starts[i], starts[i + 1])
+        yi = y[seg]
+        label = design.clusters[i]
+        if yi.min() == yi.max():
+            constant.append(f"{label} (all {int(yi[0])})")
+            continue
+        for r, name in enumerate(design.w_names):
+            w = W[seg, r]
+            if w.min() == w.max():
+                continue
+            w0, w1 = w[yi == 0], w[yi == 1]
+            if w0.max() < w1.min() or w1.max() < w0.min():
+                by_slope.setdefault(name, []).append(str(label))
+    out = []
+    if constant:
+        out.append(FitWarning(
+            "separation",
+            f"within-cluster separation: the response is constant in {len(constant)} "
+            f"cluster(s): {', '.join(map(str, constant[:10]))}"
+            + (" …" if len(constant) > 10 else ""),
+        ))
+    for name, labels in by_slope.items():
+        out.append(FitWarning(
+            "separation",
+            f"within-cluster separation: {name!r} perfectly separates the response in "
+            f"{len(labels)} cluster(s): {', '.join(labels[:10])}"
+            + (" …" if len(labels) > 10 else ""),
+        ))
+    return out
+
+
+# ---------------------------------------------------------------------- linear mixed model
+def _fit_lmm(design: ClusterDesign, reml: bool, st: Start) -> GLMMResult:
+    p, q, k, n = design.p, design.q, design.k, design.n
+    if n - p <= 0:
+        raise InputError(f"n = {n} observations cannot identify {p} fixed effects")
+    C, WX, Wy, XtX, Xty, yty = cross_products(design.y, design.X, design.W, design.starts)
+    nth = q * (q + 1) // 2
+    grad = np.zeros(nth)
+    beta = np.zeros(p)
+    u = np.zeros((k, q))
+    Hinv = np.zeros((k, q, q))
+
+    def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        lam = theta_to_lambda(theta, q)
+        value, _, _ = lmm_profiled(lam, C, WX, Wy, XtX, Xty, yty, n, reml, grad, True,
+                                   beta, u, Hinv)
+        if not np.isfinite(value):
+            return np.inf, np.zeros(nth)
+        return value, grad.copy()
+
+    th0 = _start_theta(st, q)
+    diag_index = theta_diagonal_index(q)
+    lower = np.full(nth, -np.inf)
+    lower[diag_index] = 0.0
+    opt, notes = fit_with_boundary_checks(fun, th0, lower, diag_index)
+    theta = opt.par
+    lam = theta_to_lambda(theta, q)
+    value, r2, _ = lmm_profiled(lam, C, WX, Wy, XtX, Xty, yty, n, reml, grad, False,
+                                beta, u, Hinv)
+    dof = n - p if reml else n
+    sigma2 = r2 / dof
+    # A = R_X'R_X; vcov = sigma^2 A^{-1}
+    A = XtX.copy()
+    for i in range(k):
+        P = lam.T @ WX[i]
+        A -= P.T @ Hinv[i] @ P
+    beta_cov = sigma2 * _safe_inverse(A)
+    warnings_ = [FitWarning("convergence", m) for m in notes]
+    singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
+    res = GLMMResult(
+        family=get_family("gaussian"), reml=reml, nagq=1, beta=beta.copy(), beta_cov=beta_cov,
+        beta_cov_fisher=beta_cov, vcov_method="hessian", theta=theta.copy(),
+        psi=sigma2 * lam @ lam.T, b=u @ lam.T, u=u.copy(),
+        cond_cov=sigma2 * np.einsum("ab,kbc,dc->kad", lam, Hinv, lam),
+        sigma=float(np.sqrt(sigma2)), loglik=-value, converged=opt.converged,
+        singular=singular, n_iter=opt.n_iter, n_eval=opt.n_eval,
+        x_names=list(design.x_names), w_names=list(design.w_names),
+        clusters=design.clusters, n_obs=n, cluster_sizes=design.sizes,
+    )
+    _common_warnings(res, opt, warnings_)
+    res.warnings = warnings_
+    return res

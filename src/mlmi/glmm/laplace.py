@@ -1,0 +1,314 @@
+"""The Laplace objective of a two-level GLMM and its exact gradient (compiled).
+
+Model, for cluster i with rows j (data sorted by cluster; ``starts`` holds the
+offsets of the clusters):
+
+    eta_ij = x_ij' beta + w_ij' Lambda u_i,     u_i ~ N(0, I_q),
+
+so the random effects are ``b_i = Lambda u_i`` with ``Psi = Lambda Lambda'``
+(lme4's "spherical" parametrisation; ``theta`` holds the lower triangle of
+``Lambda`` column by column, exactly lme4's ``theta``).
+
+With ``z_ij = Lambda' w_ij``, the Laplace approximation of minus the marginal
+log-likelihood is, per cluster,
+
+    f_i(beta, theta) = -sum_j log p(y_ij | eta_ij(u_hat)) + |u_hat|^2 / 2 + log det H_i / 2,
+    H_i = I + sum_j d_ij z_ij z_ij',       d = Var(Y | eta) = d mu / d eta,
+
+evaluated at the conditional mode ``u_hat_i`` — which is what ``glmer`` (nAGQ = 1)
+minimises, as deviance/2. The modes of all clusters are found by Newton's method
+with step halving (the penalised objective is convex in u for canonical links).
+
+Gradient. Writing e = y - mu, d' = d(d)/d(eta), s_j = H^{-1} z_j, h_j = z_j' s_j,
+rho_j = d'_j h_j / 2, v = H^{-1} sum_j rho_j z_j and t_j = rho_j - e_j - d_j z_j'v,
+differentiating f_i (through u_hat by the implicit function theorem) gives
+
+    d f / d beta           = sum_ij x_ij t_ij
+    d f / d Lambda[r, c]   = sum_ij w_ij[r] (u_ic t_ij + d_ij s_ij[c] + e_ij v_i[c]),
+
+one pass over the data after the modes are found.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._linalg import chol_inplace, chol_inverse, chol_logdet, chol_solve
+
+_NEWTON_MAXIT = 60
+_NEWTON_TOL = 1e-11  # on the Newton decrement g'H^{-1}g
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _moments(fam, yj, eta):
+    """(log p(y | eta) without constants in y, mu, d, d') for canonical links."""
+    if fam == 1:  # binomial / logit
+        if eta >= 0.0:
+            ex = np.exp(-eta)
+            mu = 1.0 / (1.0 + ex)
+            sp = eta + np.log1p(ex)
+        else:
+            ex = np.exp(eta)
+            mu = ex / (1.0 + ex)
+            sp = np.log1p(ex)
+        d = mu * (1.0 - mu)
+        return yj * eta - sp, mu, d, d * (1.0 - 2.0 * mu)
+    # poisson / log
+    mu = np.exp(eta)
+    return yj * eta - mu, mu, mu, mu
+
+
+@njit(cache=True, error_model="numpy")
+def _cluster_mode(fam, y, xb, Z, a, b, u, H, mu, d, dd):
+    """Newton iterations for one cluster's conditional mode, starting from ``u``.
+
+    One pass over the cluster's rows per iteration: the objective, gradient and
+    Hessian at the current u; a step that increases the objective is halved.
+    On return ``u`` is the mode, ``H`` holds the Cholesky factor of H_i at the mode
+    and ``mu``, ``d``, ``dd`` hold the mean, d(eta) and d'(eta) of each row there.
+    Returns (penalised negative log-lik at the mode, converged).
+    """
+    q = u.shape[0]
+    g = np.empty(q)
+    step = np.zeros(q)
+    uprev = u.copy()
+    objprev = np.inf
+    scale = 1.0
+    for _ in range(_NEWTON_MAXIT):
+        obj = 0.0
+        for r in range(q):
+            g[r] = u[r]
+            obj += 0.5 * u[r] * u[r]
+            for c in range(r + 1):
+                H[r, c] = 1.0 if r == c else 0.0
+        for j in range(a, b):
+            eta = xb[j]
+            for r in range(q):
+                eta += Z[j, r] * u[r]
+            ll, m, dj, ddj = _moments(fam, y[j], eta)
+            mu[j] = m
+            d[j] = dj
+            dd[j] = ddj
+            obj -= ll
+            e = y[j] - m
+            for r in range(q):
+                g[r] -= e * Z[j, r]
+                for c in range(r + 1):
+                    H[r, c] += dj * Z[j, r] * Z[j, c]
+        if not obj <= objprev + 1e-12 * abs(objprev):
+            # the last Newton step went too far (or overflowed): halve it
+            scale *= 0.5
+            if scale < 1e-9:
+                return obj, False
+            for r in range(q):
+                u[r] = uprev[r] - scale * step[r]
+            continue
+        for r in range(q):
+            for c in range(r + 1, q):
+                H[r, c] = H[c, r]
+        if not chol_inplace(H):
+            return obj, False
+        chol_solve(H, g, step)
+        decrement = 0.0
+        for r in range(q):
+            decrement += g[r] * step[r]
+        if decrement < _NEWTON_TOL:
+            return obj, True
+        for r in range(q):
+            uprev[r] = u[r]
+            u[r] -= step[r]
+        objprev = obj
+        scale = 1.0
+    return obj, False
+
+
+@njit(cache=True, error_model="numpy")
+def laplace_objective(beta, lam, y, X, W, starts, fam, u, grad, want_grad, jac, dpar):
+    """Laplace approximation of minus the log-likelihood (constants in y excluded).
+
+    ``u`` (k × q) is the warm start for the modes and is overwritten with them;
+    ``grad`` (p + q(q+1)/2) receives the gradient in (beta, theta) order if
+    ``want_grad``. ``jac`` (k × q × npar) holds d u_hat / d(beta, theta) from the
+    previous call and ``dpar`` the change of the parameters since then: the modes are
+    first moved by ``jac @ dpar`` (a first-order prediction, so Newton starts closer),
+    and ``jac`` is refreshed when ``want_grad``. Pass ``dpar`` of zeros to skip.
+    Returns (objective, number of clusters whose Newton failed).
+    """
+    n, p = X.shape
+    q = W.shape[1]
+    k = starts.shape[0] - 1
+    npar = grad.shape[0]
+    xb = X @ beta
+    Z = W @ lam  # row j is z_j' = w_j' Lambda
+    mu = np.empty(n)
+    d = np.empty(n)
+    dd = np.empty(n)
+    H = np.empty((q, q))
+    Hinv = np.empty((q, q))
+    s = np.empty(q)
+    cvec = np.empty(q)
+    v = np.empty(q)
+    x_rho_e = np.empty(p)
+    XDZ = np.empty((p, q))
+    w_rho_e = np.empty(q)
+    WDZ = np.empty((q, q))
+    We = np.empty(q)
+    total = 0.0
+    failed = 0
+    predict = False
+    for t in range(npar):
+        if dpar[t] != 0.0:
+            predict = True
+    if want_grad:
+        for t in range(npar):
+            grad[t] = 0.0
+    for i in range(k):
+        a, b = starts[i], starts[i + 1]
+        ui = u[i]
+        if predict:
+            for r in range(q):
+                acc = 0.0
+                for t in range(npar):
+                    acc += jac[i, r, t] * dpar[t]
+                s[r] = acc
+            big = 0.0
+            for r in range(q):
+                big = max(big, abs(s[r]))
+            if big < 1.0:  # a wild extrapolation is worse than none
+                for r in range(q):
+                    ui[r] += s[r]
+        obj, ok = _cluster_mode(fam, y, xb, Z, a, b, ui, H, mu, d, dd)
+        if not ok:
+            failed += 1
+        total += obj + 0.5 * chol_logdet(H)
+        if not want_grad:
+            continue
+        chol_inverse(H, Hinv)
+        # one arithmetic pass: the sums that the gradient formula needs
+        cvec[:] = 0.0
+        x_rho_e[:] = 0.0
+        XDZ[:, :] = 0.0
+        w_rho_e[:] = 0.0
+        WDZ[:, :] = 0.0
+        We[:] = 0.0
+        for j in range(a, b):
+            h = 0.0
+            for r in range(q):
+                zr = Z[j, r]
+                acc = 0.0
+                for c in range(q):
+                    acc += Hinv[r, c] * Z[j, c]
+                h += zr * acc
+            rho = 0.5 * dd[j] * h
+            e = y[j] - mu[j]
+            re = rho - e
+            dj = d[j]
+            for r in range(q):
+                cvec[r] += rho * Z[j, r]
+            for m in range(p):
+                x_rho_e[m] += X[j, m] * re
+                xd = X[j, m] * dj
+                for c in range(q):
+                    XDZ[m, c] += xd * Z[j, c]
+            for r in range(q):
+                wr = W[j, r]
+                w_rho_e[r] += wr * re
+                We[r] += wr * e
+                wd = wr * dj
+                for c in range(q):
+                    WDZ[r, c] += wd * Z[j, c]
+        for r in range(q):
+            acc = 0.0
+            for c in range(q):
+                acc += Hinv[r, c] * cvec[c]
+            v[r] = acc
+        for m in range(p):
+            acc = x_rho_e[m]
+            for c in range(q):
+                acc -= XDZ[m, c] * v[c]
+            grad[m] += acc
+            # d u_hat / d beta_m = -H^{-1} (X'DZ)[m, :]'
+            for r in range(q):
+                acc = 0.0
+                for c in range(q):
+                    acc += Hinv[r, c] * XDZ[m, c]
+                jac[i, r, m] = -acc
+        t = p
+        for c in range(q):
+            for r in range(c, q):
+                wdzv = 0.0
+                wdzh = 0.0
+                for l in range(q):
+                    wdzv += WDZ[r, l] * v[l]
+                    wdzh += WDZ[r, l] * Hinv[l, c]
+                grad[t] += ui[c] * (w_rho_e[r] - wdzv) + wdzh + v[c] * We[r]
+                # d u_hat / d Lambda[r, c] = H^{-1}(We[r] e_c - u_c WDZ[r, :]')
+                for l in range(q):
+                    acc = Hinv[l, c] * We[r]
+                    for m in range(q):
+                        acc -= ui[c] * Hinv[l, m] * WDZ[r, m]
+                    jac[i, l, t] = acc
+                t += 1
+    return total, failed
+
+
+@njit(cache=True, error_model="numpy")
+def laplace_details(beta, lam, y, X, W, starts, fam, u, cond_inv, fisher):
+    """Quantities at the optimum: modes ``u`` (refined in place), H_i^{-1} per cluster
+    into ``cond_inv`` (k × q × q), and the fixed-effects information with the random
+    effects integrated out (lme4's R_X'R_X) into ``fisher`` (p × p).
+
+    Returns the number of observations whose fitted mean is numerically 0 or 1
+    (binomial) — a symptom of separation.
+    """
+    n, p = X.shape
+    q = W.shape[1]
+    k = starts.shape[0] - 1
+    xb = X @ beta
+    Z = W @ lam
+    mu = np.empty(n)
+    d = np.empty(n)
+    dd = np.empty(n)
+    H = np.empty((q, q))
+    Hinv = np.empty((q, q))
+    ZDX = np.empty((q, p))
+    tmp = np.empty(q)
+    col = np.empty(q)
+    for m in range(p):
+        for l in range(p):
+            fisher[m, l] = 0.0
+    extreme = 0
+    for i in range(k):
+        a, b = starts[i], starts[i + 1]
+        ui = u[i]
+        _cluster_mode(fam, y, xb, Z, a, b, ui, H, mu, d, dd)
+        chol_inverse(H, Hinv)
+        for r in range(q):
+            for c in range(q):
+                cond_inv[i, r, c] = Hinv[r, c]
+            for m in range(p):
+                ZDX[r, m] = 0.0
+        for j in range(a, b):
+            if fam == 1 and (mu[j] < 1e-10 or mu[j] > 1.0 - 1e-10):
+                extreme += 1
+            for m in range(p):
+                xd = X[j, m] * d[j]
+                for l in range(m + 1):
+                    fisher[m, l] += xd * X[j, l]
+                for r in range(q):
+                    ZDX[r, m] += Z[j, r] * xd
+        # subtract X'DZ H^{-1} Z'DX (Schur complement)
+        for m in range(p):
+            for r in range(q):
+                tmp[r] = ZDX[r, m]
+            chol_solve(H, tmp, col)
+            for l in range(m + 1):
+                s = 0.0
+                for r in range(q):
+                    s += ZDX[r, l] * col[r]
+                fisher[m, l] -= s
+    for m in range(p):
+        for l in range(m + 1, p):
+            fisher[m, l] = fisher[l, m]
+    return extreme
