@@ -45,6 +45,7 @@ def fit_glm(
     maxit: int = 50,
     tol: float = 1e-10,
     ridge: float = 0.0,
+    weights: np.ndarray | None = None,
 ) -> GLMFit:
     """Fit ``g(E[y]) = X beta`` by IRLS (R's ``glm.fit`` algorithm).
 
@@ -55,21 +56,24 @@ def fit_glm(
     family : "gaussian", "binomial" or "poisson" (canonical links).
     maxit, tol : IRLS iteration limit and relative deviance tolerance.
     ridge : optional L2 penalty on the coefficients (0: plain maximum likelihood).
+    weights : frequency weights (a row with weight k counts as k identical rows).
     """
     fam = get_family(family)
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
-    n, p = X.shape
+    p = X.shape[1]
+    fw = np.ones(y.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    n = int(round(fw.sum()))
     if fam.code == GAUSSIAN:
-        xtx = X.T @ X + ridge * np.eye(p)
+        xtx = X.T @ (X * fw[:, None]) + ridge * np.eye(p)
         cf = cho_factor(xtx)
-        beta = cho_solve(cf, X.T @ y)
+        beta = cho_solve(cf, X.T @ (fw * y))
         resid = y - X @ beta
+        rss = float(fw @ resid**2)
         df = max(n - p, 1)
-        sigma2 = float(resid @ resid) / df
+        sigma2 = rss / df
         cov = sigma2 * cho_solve(cf, np.eye(p))
-        return GLMFit(beta, cov, float(np.sqrt(sigma2)), n - p, True, False, 1,
-                      float(resid @ resid))
+        return GLMFit(beta, cov, float(np.sqrt(sigma2)), n - p, True, False, 1, rss)
     # start as R does: mu from y shrunk away from the boundary
     if fam.code == BINOMIAL:
         mu = (y + 0.5) / 2.0
@@ -85,7 +89,7 @@ def fit_glm(
         w = mu * (1 - mu) if fam.code == BINOMIAL else mu
         w = np.maximum(w, 1e-12)
         z = eta + (y - mu) / w
-        xw = X * w[:, None]
+        xw = X * (w * fw)[:, None]
         try:
             cf = cho_factor(X.T @ xw + ridge * np.eye(p))
         except LinAlgError:
@@ -93,13 +97,13 @@ def fit_glm(
         beta = cho_solve(cf, xw.T @ z)
         eta = X @ beta
         mu = fam.inverse_link(eta)
-        dev = -2.0 * float(np.sum(fam.loglik(y, eta)))
+        dev = -2.0 * float(fw @ fam.loglik(y, eta))
         if abs(dev - dev_old) / (abs(dev) + 0.1) < tol:
             converged = True
             break
         dev_old = dev
     w = mu * (1 - mu) if fam.code == BINOMIAL else mu
-    info = X.T @ (X * np.maximum(w, 1e-300)[:, None]) + ridge * np.eye(p)
+    info = X.T @ (X * (np.maximum(w, 1e-300) * fw)[:, None]) + ridge * np.eye(p)
     try:
         cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
@@ -107,5 +111,5 @@ def fit_glm(
     separated = bool(fam.code == BINOMIAL and np.any(np.abs(eta) > _ETA_SEPARATION))
     if fam.code == POISSON:
         separated = False
-    dev = -2.0 * float(np.sum(fam.loglik(y, eta)))
+    dev = -2.0 * float(fw @ fam.loglik(y, eta))
     return GLMFit(beta, cov, 1.0, n - p, converged, separated, n_iter, dev)

@@ -27,7 +27,7 @@ from .optimize import OptimResult, fit_with_boundary_checks
 
 
 @njit(cache=True, error_model="numpy")
-def agq_objective(beta, lam, y, X, W, starts, fam, u, nodes, logw):
+def agq_objective(beta, lam, y, wt, X, W, starts, fam, u, nodes, logw):
     """Minus the AGQ log-likelihood (constants in y excluded). ``nodes`` (K × q) and
     ``logw`` (K) form the product Gauss–Hermite rule; ``u`` holds warm-start modes."""
     n = X.shape[0]
@@ -46,7 +46,7 @@ def agq_objective(beta, lam, y, X, W, starts, fam, u, nodes, logw):
     for i in range(k):
         a, b = starts[i], starts[i + 1]
         ui = u[i]
-        _cluster_mode(fam, y, xb, Z, a, b, ui, H, mu, d, dd)
+        _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
         # u_k = u_hat + sqrt(2) L^{-T} z_k  (back substitution with L')
         for kk in range(K):
             for r in range(q - 1, -1, -1):
@@ -65,7 +65,7 @@ def agq_objective(beta, lam, y, X, W, starts, fam, u, nodes, logw):
                 for r in range(q):
                     eta += Z[j, r] * uk[r]
                 ll, _, _, _ = _moments(fam, y[j], eta)
-                logg += ll
+                logg += wt[j] * ll
             vals[kk] = logw[kk] + logg + z2
         vmax = vals.max()
         acc = 0.0
@@ -97,14 +97,14 @@ def fit_agq(design: ClusterDesign, fam: Family, nagq: int, st, vcov: str):
         raise InputError(f"nagq > 1 is implemented for q <= 2 random effects, not q = {q}")
     laplace = _fit_glmm_laplace(design, fam, st, "fisher")
     nodes, logw = gauss_hermite_rule(nagq, q)
-    y, X, W, starts = design.y, design.X, design.W, design.starts
+    y, X, W, starts, wt = design.y, design.X, design.W, design.starts, design.weights
     u = laplace.u.copy()
     nth = q * (q + 1) // 2
     npar = p + nth
 
     def value(par: np.ndarray) -> float:
         lam = theta_to_lambda(par[p:], q)
-        return float(agq_objective(par[:p], lam, y, X, W, starts, fam.code, u, nodes, logw))
+        return float(agq_objective(par[:p], lam, y, wt, X, W, starts, fam.code, u, nodes, logw))
 
     def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
         f0 = value(par)
@@ -129,7 +129,7 @@ def fit_agq(design: ClusterDesign, fam: Family, nagq: int, st, vcov: str):
     # Laplace quantities at the AGQ estimates (as lme4 reports them)
     if vcov == "hessian":
         # the gradient is itself a finite difference: a larger, central step
-        cov, ok = _hessian_vcov(fun, opt.par, p, q, step=1e-3, central=True)
+        cov, ok, _ = _hessian_vcov(fun, opt.par, p, q, step=1e-3, central=True)
         if ok:
             res.beta_cov = cov
             res.vcov_method = "hessian"

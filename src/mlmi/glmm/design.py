@@ -33,10 +33,31 @@ class ClusterDesign:
     x_names: list[str]
     w_names: list[str]
     dropped: list[str] = field(default_factory=list)
+    wt: np.ndarray | None = None  # frequency weights (identical rows merged), else None
 
     @property
     def n(self) -> int:
-        return self.y.shape[0]
+        """Number of observations (merged rows count with their weights)."""
+        return self.y.shape[0] if self.wt is None else int(round(self.wt.sum()))
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Frequency weight of each (possibly merged) row."""
+        return np.ones(self.y.shape[0]) if self.wt is None else self.wt
+
+    def compressed(self) -> ClusterDesign:
+        """The same model with identical rows of a cluster merged (see compress.py);
+        ``self`` if merging does not pay."""
+        from .compress import compress_rows
+
+        if self.wt is not None:
+            return self
+        packed = compress_rows(self.y, self.X, self.W, self.starts)
+        if packed is None:
+            return self
+        y, X, W, starts, wt = packed
+        return ClusterDesign(y, X, W, starts, self.order, self.clusters, self.x_names,
+                             self.w_names, self.dropped, wt)
 
     @property
     def p(self) -> int:
@@ -52,7 +73,10 @@ class ClusterDesign:
 
     @property
     def sizes(self) -> np.ndarray:
-        return np.diff(self.starts)
+        """Number of observations per cluster."""
+        if self.wt is None:
+            return np.diff(self.starts)
+        return np.add.reduceat(self.wt, self.starts[:-1]).round().astype(np.int64)
 
     def cluster_index(self) -> np.ndarray:
         """Cluster number (0..k-1) of each sorted row."""

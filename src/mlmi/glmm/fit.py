@@ -13,7 +13,7 @@ import numpy as np
 
 from ..exceptions import InputError
 from ..glm import fit_glm
-from ._linalg import theta_diagonal_index, theta_to_lambda
+from ._linalg import lambda_to_theta, theta_diagonal_index, theta_to_lambda
 from .design import (
     ClusterDesign,
     check_clusters,
@@ -38,6 +38,7 @@ class Start:
     theta: np.ndarray | None = None
     u: np.ndarray | None = None
     x_names: list[str] | None = None
+    hessian: np.ndarray | None = None  # at (beta, theta): seeds the warm-start optimiser
 
 
 def fit_arrays(
@@ -105,12 +106,13 @@ def fit_arrays(
             )
         result = _fit_lmm(design, reml, st)
     else:
+        work = design.compressed()
         if nagq > 1:
             from .agq import fit_agq
 
-            result = fit_agq(design, fam, nagq, st, vcov)
+            result = fit_agq(work, fam, nagq, st, vcov)
         else:
-            result = _fit_glmm_laplace(design, fam, st, vcov)
+            result = _fit_glmm_laplace(work, fam, st, vcov)
     result.warnings = notes + result.warnings
     result.dropped = dropped
     return result
@@ -122,7 +124,10 @@ def _coerce_start(start, design: ClusterDesign) -> Start:
         return Start()
     if isinstance(start, GLMMResult):
         u = start.u if start.u.shape == (design.k, design.q) else None
-        return Start(start.beta, start.theta, u, start.x_names)
+        same = list(start.x_names) == list(design.x_names) and start.theta.size == (
+            design.q * (design.q + 1) // 2)
+        return Start(start.beta, start.theta, u, start.x_names,
+                     start.hessian if same else None)
     if isinstance(start, dict):
         unknown = set(start) - {"beta", "theta", "u", "x_names", "fixef"}
         if unknown:
@@ -150,7 +155,8 @@ def _start_beta(st: Start, design: ClusterDesign, fam: Family) -> np.ndarray:
                 return np.array([lookup[nm] for nm in design.x_names], float)
         elif len(st.beta) == design.p:
             return np.asarray(st.beta, float)
-    return fit_glm(design.y, design.X, fam, maxit=25).beta
+    # a rough GLM fit is all a start needs
+    return fit_glm(design.y, design.X, fam, maxit=8, tol=1e-6, weights=design.wt).beta
 
 
 def _start_theta(st: Start, q: int) -> np.ndarray:
@@ -168,7 +174,7 @@ def _identity_theta(q: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------- Laplace GLMM
 def _fit_glmm_laplace(design: ClusterDesign, fam: Family, st: Start, vcov: str) -> GLMMResult:
-    y, X, W, starts = design.y, design.X, design.W, design.starts
+    y, X, W, starts, wt = design.y, design.X, design.W, design.starts, design.weights
     p, q, k = design.p, design.q, design.k
     nth = q * (q + 1) // 2
     u = np.zeros((k, q)) if st.u is None else np.array(st.u, dtype=float)
@@ -180,8 +186,8 @@ def _fit_glmm_laplace(design: ClusterDesign, fam: Family, st: Start, vcov: str) 
     def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
         lam = theta_to_lambda(par[p:], q)
         dpar = np.zeros(p + nth) if last["par"] is None else par - last["par"]
-        value, failed = laplace_objective(par[:p], lam, y, X, W, starts, fam.code, u, grad,
-                                          True, jac, dpar)
+        value, failed = laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code, u,
+                                          grad, True, jac, dpar)
         last["par"] = par.copy()
         failures[0] = failed
         if not np.isfinite(value):
@@ -189,11 +195,23 @@ def _fit_glmm_laplace(design: ClusterDesign, fam: Family, st: Start, vcov: str) 
             return np.inf, np.zeros_like(grad)
         return value, grad.copy()
 
+    def normalize(par: np.ndarray) -> np.ndarray:
+        """Flip columns of Lambda (and of the modes u) to a non-negative diagonal."""
+        lam = theta_to_lambda(par[p:], q)
+        flip = np.diag(lam) < 0
+        if not flip.any():
+            return par
+        lam[:, flip] *= -1
+        u[:, flip] *= -1
+        last["par"] = None  # the mode predictor's Jacobian no longer applies
+        return np.concatenate([par[:p], lambda_to_theta(lam)])
+
     par0 = np.concatenate([_start_beta(st, design, fam), _start_theta(st, q)])
     diag_index = p + theta_diagonal_index(q)
     lower = np.full(p + nth, -np.inf)
     lower[diag_index] = 0.0
-    opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index)
+    opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, hess0=st.hessian,
+                                          normalize=normalize)
     return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
 
 
@@ -203,12 +221,13 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     lam = theta_to_lambda(theta, q)
     cond_inv = np.zeros((k, q, q))
     fisher = np.zeros((p, p))
-    extreme = laplace_details(beta, lam, design.y, design.X, design.W, design.starts,
-                              fam.code, u, cond_inv, fisher)
+    extreme = laplace_details(beta, lam, design.y, design.weights, design.X, design.W,
+                              design.starts, fam.code, u, cond_inv, fisher)
     warnings_: list[FitWarning] = [FitWarning("convergence", m) for m in notes]
     fisher_cov = _safe_inverse(fisher)
+    hessian = None
     if vcov == "hessian":
-        beta_cov, ok = _hessian_vcov(fun, opt.par, p, q)
+        beta_cov, ok, hessian = _hessian_vcov(fun, opt.par, p, q)
         if not ok:
             warnings_.append(FitWarning(
                 "convergence",
@@ -222,7 +241,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     if fam.code == POISSON:
         from scipy.special import gammaln
 
-        const = -float(np.sum(gammaln(design.y + 1.0)))
+        const = -float(design.weights @ gammaln(design.y + 1.0))
     loglik = -opt.value + const
     singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
     res = GLMMResult(
@@ -233,6 +252,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
         singular=singular, n_iter=opt.n_iter, n_eval=opt.n_eval,
         x_names=list(design.x_names), w_names=list(design.w_names),
         clusters=design.clusters, n_obs=design.n, cluster_sizes=design.sizes,
+        hessian=hessian,
     )
     _common_warnings(res, opt, warnings_, newton_failures)
     if extreme:
@@ -274,18 +294,20 @@ def _safe_inverse(A: np.ndarray) -> np.ndarray:
 
 
 def _hessian_vcov(
-    fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-6, central: bool = False
-) -> tuple[np.ndarray, bool]:
+    fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-4, central: bool = False
+) -> tuple[np.ndarray, bool, np.ndarray]:
     """beta block of the inverse Hessian of -loglik in (beta, theta), by differences
     of the gradient (forward differences of the exact gradient by default). theta on
     the boundary (a zero diagonal of Lambda) is held fixed, and directions of zero
     curvature within theta (a redundant parametrisation at a singular fit) are
-    projected out."""
+    projected out. Returns (covariance, ok, full Hessian)."""
     npar = par.size
     hess = np.empty((npar, npar))
+    # g0 afresh: the differences must see the modes in one consistent state
     g0 = None if central else fun(par)[1]
     for t in range(npar):
-        # forward differences of the exact gradient: error O(h) ~ 1e-6 relative
+        # forward differences of the exact gradient: truncation error O(h) ~ 1e-4
+        # relative, noise from the modes' Newton tolerance ~ 1e-5
         h = step * max(1.0, abs(par[t]))
         e = np.zeros(npar)
         e[t] = h
@@ -296,7 +318,7 @@ def _hessian_vcov(
     fun(par)  # leave the warm-start modes at the optimum
     hess = 0.5 * (hess + hess.T)
     if not np.all(np.isfinite(hess)):
-        return np.full((p, p), np.nan), False
+        return np.full((p, p), np.nan), False, hess
     diag_index = p + theta_diagonal_index(q)
     lam = theta_to_lambda(par[p:], q)
     fixed = [t for t, c in zip(diag_index, range(q), strict=True) if lam[c, c] < SINGULAR_TOL]
@@ -309,7 +331,7 @@ def _hessian_vcov(
         tol = 1e-8 * max(1.0, np.max(np.abs(w)))
         keep = w > tol
         if np.any(w < -tol):
-            return np.full((p, p), np.nan), False
+            return np.full((p, p), np.nan), False, hess
         Cpinv = (V[:, keep] / w[keep]) @ V[:, keep].T
         schur = A - B @ Cpinv @ B.T
     else:
@@ -317,11 +339,11 @@ def _hessian_vcov(
     try:
         cov = np.linalg.inv(schur)
     except np.linalg.LinAlgError:
-        return np.full((p, p), np.nan), False
+        return np.full((p, p), np.nan), False, hess
     cov = 0.5 * (cov + cov.T)
     if np.any(np.linalg.eigvalsh(cov) <= 0):
-        return cov, False
-    return cov, True
+        return cov, False, hess
+    return cov, True, hess
 
 
 def _within_cluster_separation(design: ClusterDesign) -> list[FitWarning]:

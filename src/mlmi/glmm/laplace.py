@@ -60,7 +60,7 @@ def _moments(fam, yj, eta):
 
 
 @njit(cache=True, error_model="numpy")
-def _cluster_mode(fam, y, xb, Z, a, b, u, H, mu, d, dd):
+def _cluster_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
     """Newton iterations for one cluster's conditional mode, starting from ``u``.
 
     One pass over the cluster's rows per iteration: the objective, gradient and
@@ -87,11 +87,13 @@ def _cluster_mode(fam, y, xb, Z, a, b, u, H, mu, d, dd):
             for r in range(q):
                 eta += Z[j, r] * u[r]
             ll, m, dj, ddj = _moments(fam, y[j], eta)
+            wj = wt[j]  # frequency weight: wj identical rows merged into one
             mu[j] = m
             d[j] = dj
             dd[j] = ddj
-            obj -= ll
-            e = y[j] - m
+            obj -= wj * ll
+            e = wj * (y[j] - m)
+            dj *= wj
             for r in range(q):
                 g[r] -= e * Z[j, r]
                 for c in range(r + 1):
@@ -124,9 +126,10 @@ def _cluster_mode(fam, y, xb, Z, a, b, u, H, mu, d, dd):
 
 
 @njit(cache=True, error_model="numpy")
-def laplace_objective(beta, lam, y, X, W, starts, fam, u, grad, want_grad, jac, dpar):
+def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, jac, dpar):
     """Laplace approximation of minus the log-likelihood (constants in y excluded).
 
+    ``wt`` holds frequency weights (1 for every row unless identical rows were merged).
     ``u`` (k × q) is the warm start for the modes and is overwritten with them;
     ``grad`` (p + q(q+1)/2) receives the gradient in (beta, theta) order if
     ``want_grad``. ``jac`` (k × q × npar) holds d u_hat / d(beta, theta) from the
@@ -178,7 +181,7 @@ def laplace_objective(beta, lam, y, X, W, starts, fam, u, grad, want_grad, jac, 
             if big < 1.0:  # a wild extrapolation is worse than none
                 for r in range(q):
                     ui[r] += s[r]
-        obj, ok = _cluster_mode(fam, y, xb, Z, a, b, ui, H, mu, d, dd)
+        obj, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
         if not ok:
             failed += 1
         total += obj + 0.5 * chol_logdet(H)
@@ -200,10 +203,11 @@ def laplace_objective(beta, lam, y, X, W, starts, fam, u, grad, want_grad, jac, 
                 for c in range(q):
                     acc += Hinv[r, c] * Z[j, c]
                 h += zr * acc
-            rho = 0.5 * dd[j] * h
-            e = y[j] - mu[j]
+            wj = wt[j]
+            rho = 0.5 * wj * dd[j] * h
+            e = wj * (y[j] - mu[j])
             re = rho - e
-            dj = d[j]
+            dj = wj * d[j]
             for r in range(q):
                 cvec[r] += rho * Z[j, r]
             for m in range(p):
@@ -254,7 +258,7 @@ def laplace_objective(beta, lam, y, X, W, starts, fam, u, grad, want_grad, jac, 
 
 
 @njit(cache=True, error_model="numpy")
-def laplace_details(beta, lam, y, X, W, starts, fam, u, cond_inv, fisher):
+def laplace_details(beta, lam, y, wt, X, W, starts, fam, u, cond_inv, fisher):
     """Quantities at the optimum: modes ``u`` (refined in place), H_i^{-1} per cluster
     into ``cond_inv`` (k × q × q), and the fixed-effects information with the random
     effects integrated out (lme4's R_X'R_X) into ``fisher`` (p × p).
@@ -282,7 +286,7 @@ def laplace_details(beta, lam, y, X, W, starts, fam, u, cond_inv, fisher):
     for i in range(k):
         a, b = starts[i], starts[i + 1]
         ui = u[i]
-        _cluster_mode(fam, y, xb, Z, a, b, ui, H, mu, d, dd)
+        _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
         chol_inverse(H, Hinv)
         for r in range(q):
             for c in range(q):
@@ -291,9 +295,9 @@ def laplace_details(beta, lam, y, X, W, starts, fam, u, cond_inv, fisher):
                 ZDX[r, m] = 0.0
         for j in range(a, b):
             if fam == 1 and (mu[j] < 1e-10 or mu[j] > 1.0 - 1e-10):
-                extreme += 1
+                extreme += int(wt[j])
             for m in range(p):
-                xd = X[j, m] * d[j]
+                xd = X[j, m] * d[j] * wt[j]
                 for l in range(m + 1):
                     fisher[m, l] += xd * X[j, l]
                 for r in range(q):

@@ -77,6 +77,63 @@ def minimize_bounded(
     )
 
 
+def minimize_warm(
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    start: np.ndarray,
+    hess0: np.ndarray,
+    *,
+    maxiter: int = 50,
+) -> OptimResult | None:
+    """Quasi-Newton (BFGS) from a warm start, seeded with the Hessian of the previous
+    fit, without bounds. Valid because the objective depends on Lambda only through
+    Psi = Lambda Lambda', which is unchanged when a column of Lambda changes sign; the
+    caller normalises the signs afterwards. Near the previous optimum this converges in
+    a few steps, where L-BFGS-B would spend ten rebuilding the curvature. Returns None
+    if ``hess0`` is unusable."""
+    try:
+        hinv = np.linalg.inv(0.5 * (hess0 + hess0.T))
+        if np.any(np.linalg.eigvalsh(hinv) <= 0):
+            return None
+    except np.linalg.LinAlgError:
+        return None
+    x = start.copy()
+    f, g = fun(x)
+    n_eval = 1
+    if not np.isfinite(f):
+        return None
+    converged = False
+    it = 0
+    for it in range(1, maxiter + 1):  # noqa: B007 (reported)
+        d = -hinv @ g
+        decrement = -float(g @ d)
+        if decrement < 1e-10:
+            converged = True
+            break
+        if decrement < 0:  # the approximation went indefinite
+            return None
+        step = 1.0
+        while True:
+            x_new = x + step * d
+            f_new, g_new = fun(x_new)
+            n_eval += 1
+            if np.isfinite(f_new) and f_new <= f - 1e-4 * step * decrement:
+                break
+            step *= 0.5
+            if step < 1e-6:
+                fun(x)
+                return OptimResult(x, f, it, n_eval, False, "line search failed", g)
+        s, yv = x_new - x, g_new - g
+        sy = float(s @ yv)
+        if sy > 1e-12:
+            rho = 1.0 / sy
+            eye = np.eye(x.size)
+            hinv = (eye - rho * np.outer(s, yv)) @ hinv @ (eye - rho * np.outer(yv, s)) \
+                + rho * np.outer(s, s)
+        x, f, g = x_new, f_new, g_new
+    ok = converged and bool(np.max(np.abs(g)) < GRAD_TOL)
+    return OptimResult(x, float(f), it, n_eval, ok, "newton decrement" if ok else "maxiter", g)
+
+
 def fit_with_boundary_checks(
     fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
     start: np.ndarray,
@@ -84,8 +141,14 @@ def fit_with_boundary_checks(
     diag_index: np.ndarray,
     *,
     maxiter: int = 1000,
+    hess0: np.ndarray | None = None,
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[OptimResult, list[str]]:
     """Optimise, then apply lme4's boundary step and probe the interior.
+
+    With ``hess0`` (the Hessian at a previous, nearby optimum) and ``normalize`` (which
+    flips the columns of Lambda to a non-negative diagonal), the optimisation starts
+    with :func:`minimize_warm` and falls back to L-BFGS-B if that does not converge.
 
     ``diag_index`` gives the positions of Lambda's diagonal in ``par``. At a singular
     optimum the objective is evaluated at interior points next to it (each zero
@@ -95,7 +158,19 @@ def fit_with_boundary_checks(
     Returns the best result and notes on what was done.
     """
     notes: list[str] = []
-    best = minimize_bounded(fun, start, lower, maxiter=maxiter)
+    best = None
+    if hess0 is not None and normalize is not None:
+        best = minimize_warm(fun, start, hess0)
+        if best is not None and best.converged:
+            best.par = normalize(best.par)
+            best.value, best.grad = fun(best.par)
+        elif best is not None:  # finish with the bounded optimiser
+            n_iter, n_eval = best.n_iter, best.n_eval
+            best = minimize_bounded(fun, normalize(best.par), lower, maxiter=maxiter)
+            best.n_iter += n_iter
+            best.n_eval += n_eval
+    if best is None:
+        best = minimize_bounded(fun, start, lower, maxiter=maxiter)
     # lme4's boundary step: snap near-boundary values to the boundary if no worse
     near = [t for t in diag_index if 0.0 < best.par[t] < BOUNDARY_TOL]
     if near:

@@ -91,6 +91,7 @@ class GLMMResult:
     cluster_sizes: np.ndarray
     warnings: list[FitWarning] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    hessian: np.ndarray | None = None  # of -loglik in (beta, theta), for warm starts
     formula: str | None = None
     response: str | None = None
     group: str | None = None
