@@ -47,8 +47,8 @@ def have_r_package(pkg: str) -> bool:
     """Is ``Rscript`` on the PATH with ``pkg`` installed? (never required)"""
     if shutil.which("Rscript") is None:
         return False
-    res = subprocess.run(["Rscript", "-e", f"quit(status = !requireNamespace('{pkg}', quietly = TRUE))"],
-                         capture_output=True)
+    check = f"quit(status = !requireNamespace('{pkg}', quietly = TRUE))"
+    res = subprocess.run(["Rscript", "-e", check], capture_output=True)
     return res.returncode == 0
 
 

@@ -22,7 +22,7 @@ the Hessian-based vcov. Median of ``--reps`` fits, one BLAS thread.
 
 from __future__ import annotations
 
-import _common  # noqa: F401  (sets single-threaded BLAS before numpy loads)
+from _common import have_r_package, machine, median_ms, print_table, run_r  # first: 1 thread
 
 import argparse
 import os
@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import have_r_package, machine, median_ms, print_table, run_r
 
 from mlmi.glmm import fit_arrays
 from mlmi.simulation import generate

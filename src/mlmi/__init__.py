@@ -8,6 +8,6 @@ missing and from their prior where it is systematically missing (Jolani 2025).
 
 __version__ = "0.1.0.dev0"
 
-from .glmm import GLMMResult, fit_glmm  # noqa: E402
+from .glmm import GLMMResult, fit_glmm
 
 __all__ = ["GLMMResult", "__version__", "fit_glmm"]

@@ -63,7 +63,7 @@ def fit_glm(
     X = np.asarray(X, dtype=float)
     p = X.shape[1]
     fw = np.ones(y.shape[0]) if weights is None else np.asarray(weights, dtype=float)
-    n = int(round(fw.sum()))
+    n = round(fw.sum())
     if fam.code == GAUSSIAN:
         xtx = X.T @ (X * fw[:, None]) + ridge * np.eye(p)
         cf = cho_factor(xtx)

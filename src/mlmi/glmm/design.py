@@ -38,7 +38,7 @@ class ClusterDesign:
     @property
     def n(self) -> int:
         """Number of observations (merged rows count with their weights)."""
-        return self.y.shape[0] if self.wt is None else int(round(self.wt.sum()))
+        return self.y.shape[0] if self.wt is None else round(self.wt.sum())
 
     @property
     def weights(self) -> np.ndarray:

@@ -103,7 +103,7 @@ def minimize_warm(
         return None
     converged = False
     it = 0
-    for it in range(1, maxiter + 1):  # noqa: B007 (reported)
+    for it in range(1, maxiter + 1):
         d = -hinv @ g
         decrement = -float(g @ d)
         if decrement < 1e-10:

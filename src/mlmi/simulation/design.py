@@ -143,7 +143,7 @@ def ampute(
         out[v] = out[v].astype(float)
         out.loc[missing, v] = np.nan
     studies = np.unique(out[cluster].to_numpy())
-    n_sys = int(round(len(studies) * sys))
+    n_sys = round(len(studies) * sys)
     for v in variables:
         lost = rng.choice(studies, size=n_sys, replace=False)
         out.loc[out[cluster].isin(lost), v] = np.nan
