@@ -21,6 +21,7 @@ def fit_glmm(
     nagq: int = 1,
     start: GLMMResult | Start | dict | None = None,
     vcov: str = "hessian",
+    maxiter: int = 1000,
 ) -> GLMMResult:
     """Fit a two-level generalized linear mixed model by maximum likelihood.
 
@@ -43,6 +44,10 @@ def fit_glmm(
         ``{"beta": ..., "theta": ...}`` (theta in lme4's order).
     vcov : ``"hessian"`` (lme4's ``vcov()`` for glmer) or ``"fisher"`` (lme4's
         ``use.hessian = FALSE``); see :attr:`GLMMResult.vcov`.
+    maxiter : iteration limit of the bounded optimiser (L-BFGS-B); a fit that reaches it
+        is reported as not converged (``ConvergenceWarning``, ``result.converged`` False).
+        Not applied to the warm-start steps from a previous fit's Hessian nor to the AGQ
+        stage of ``nagq > 1`` (see :func:`~mlmi.glmm.fit.fit_arrays`).
 
     Returns
     -------
@@ -62,26 +67,44 @@ def fit_glmm(
             f"(columns: {list(data.columns)[:20]})"
         )
     for var in terms.variables:
-        nas = int(data[var].isna().sum())
-        if nas:
-            raise InputError(
-                f"column {var!r} has {nas} missing value(s); fit_glmm does not drop rows "
-                f"silently — the caller must subset, e.g. data.dropna(subset={terms.variables!r})"
-            )
+        _check_column(data[var], var, terms.variables)
     y = _response(data[terms.response], fam, terms.response)
     terms.learn_levels(data)
     X, W, groups = terms.model_arrays(data)
+    # a named Series, so that the design's checks name the grouping column
+    groups = pd.Series(groups, name=terms.group)
     result = fit_arrays(
         y, X, W, groups, fam, reml=reml, nagq=nagq, start=start,
-        x_names=terms.x_names, w_names=terms.w_names, vcov=vcov,
+        x_names=terms.x_names, w_names=terms.w_names, vcov=vcov, maxiter=maxiter,
     )
     result.formula = terms.formula
     result.response = terms.response
     result.group = terms.group
     result._terms = terms
     for w in result.warnings:
-        w.emit(stacklevel=3)
+        if w.kind != "info":  # notes on what the optimiser did are kept, not raised
+            w.emit(stacklevel=3)
     return result
+
+
+def _check_column(col: pd.Series, var: str, used: list[str]) -> None:
+    """No missing and no infinite values in a column the formula uses."""
+    missing = col.isna().to_numpy()
+    if missing.any():
+        raise InputError(
+            f"column {var!r} has {int(missing.sum())} missing value(s) (first at row "
+            f"{col.index[int(np.argmax(missing))]!r}); fit_glmm does not drop rows silently "
+            f"— the caller must subset, e.g. data.dropna(subset={used!r})"
+        )
+    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        inf = np.isinf(col.to_numpy(dtype=float))
+        if inf.any():
+            raise InputError(
+                f"column {var!r} has {int(inf.sum())} infinite value(s) "
+                f"{sorted(set(col[inf].tolist()))} (first at row "
+                f"{col.index[int(np.argmax(inf))]!r}); the caller must subset to the rows "
+                "where it is finite (or transform it) before fitting"
+            )
 
 
 def _response(col: pd.Series, fam: Family, name: str) -> np.ndarray:

@@ -21,7 +21,8 @@ class ClusterDesign:
     ``y`` (n), ``X`` (n × p fixed-effects design), ``W`` (n × q random-effects design),
     ``starts`` (k + 1 offsets of each cluster's rows), ``order`` (the permutation that
     sorted the caller's rows: ``y_sorted = y_caller[order]``), ``clusters`` (k labels of
-    the clusters in sorted order).
+    the clusters in sorted order), ``group_name`` (what the error messages call the
+    cluster identifier: the column name when ``groups`` was a named Series).
     """
 
     y: np.ndarray
@@ -34,6 +35,7 @@ class ClusterDesign:
     w_names: list[str]
     dropped: list[str] = field(default_factory=list)
     wt: np.ndarray | None = None  # frequency weights (identical rows merged), else None
+    group_name: str = "groups"
 
     @property
     def n(self) -> int:
@@ -57,7 +59,7 @@ class ClusterDesign:
             return self
         y, X, W, starts, wt = packed
         return ClusterDesign(y, X, W, starts, self.order, self.clusters, self.x_names,
-                             self.w_names, self.dropped, wt)
+                             self.w_names, self.dropped, wt, self.group_name)
 
     @property
     def p(self) -> int:
@@ -95,7 +97,10 @@ def make_design(
 
     ``groups`` holds one cluster label per row, of any hashable type; the clusters
     are numbered in the order of their sorted unique labels (as R's factor levels).
+    If it is a named pandas Series, the messages call it by its name.
     """
+    name = getattr(groups, "name", None)
+    group_name = name if isinstance(name, str) else "groups"
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     W = np.asarray(W, dtype=float)
@@ -112,7 +117,7 @@ def make_design(
     w_names = list(w_names) if w_names is not None else [f"w{j}" for j in range(W.shape[1])]
     check_finite(X, x_names, "fixed-effects design")
     check_finite(W, w_names, "random-effects design")
-    labels, codes = _factorize(groups)
+    labels, codes = _factorize(groups, group_name)
     order = np.argsort(codes, kind="stable")
     codes = codes[order]
     counts = np.bincount(codes, minlength=len(labels))
@@ -126,18 +131,20 @@ def make_design(
         clusters=labels,
         x_names=x_names,
         w_names=w_names,
+        group_name=group_name,
     )
 
 
-def _factorize(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _factorize(groups: np.ndarray, group_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Sorted unique labels and integer codes; a missing label is an error."""
     import pandas as pd
 
     s = pd.Series(groups)
     if s.isna().any():
         raise InputError(
-            f"the cluster identifier has {int(s.isna().sum())} missing value(s); "
-            "every row must belong to a cluster"
+            f"the cluster identifier {group_name!r} has {int(s.isna().sum())} missing "
+            f"value(s) (first in row {int(np.argmax(s.isna().to_numpy()))}); every row must "
+            "belong to a cluster"
         )
     codes, labels = pd.factorize(s, sort=True)
     return np.asarray(labels), codes.astype(np.int64)
@@ -148,11 +155,12 @@ def check_finite(A: np.ndarray, names: list[str], what: str) -> None:
     bad = ~np.isfinite(A)
     if bad.any():
         col = int(np.argmax(bad.any(axis=0)))
-        nbad = int(bad[:, col].sum())
-        kind = "missing (NaN)" if np.isnan(A[:, col]).any() else "infinite"
+        rows = bad[:, col]
+        values = sorted({str(v) for v in A[rows, col]})
         raise InputError(
-            f"{what} column {names[col]!r} has {nbad} {kind} value(s); the caller must "
-            "subset to complete rows (or impute) before fitting"
+            f"{what} column {names[col]!r} has {int(rows.sum())} non-finite value(s) "
+            f"{values} (first in row {int(np.argmax(rows))}); the caller must subset to "
+            "complete, finite rows (or impute) before fitting"
         )
 
 
@@ -160,15 +168,25 @@ def check_clusters(design: ClusterDesign) -> None:
     """At least two clusters, and more observations than random effects (lme4's checks)."""
     if design.k < 2:
         raise ModelError(
-            f"the grouping factor has {design.k} level(s); a two-level model needs at "
-            "least 2 clusters"
+            f"the grouping factor {design.group_name!r} has {design.k} level(s) "
+            f"{[str(c) for c in design.clusters]}; a two-level model needs at least 2 "
+            "clusters"
         )
     if design.n <= design.k * design.q:
         raise ModelError(
             f"number of observations (n = {design.n}) <= number of random effects "
-            f"(k * q = {design.k} * {design.q} = {design.k * design.q}); the random-effects "
-            "parameters and the residual variance are not identifiable"
+            f"(k * q = {design.k} * {design.q} = {design.k * design.q}) for the term "
+            f"{_re_term(design)}; the random-effects parameters and the residual variance "
+            "are not identifiable — use fewer random slopes (or more data)"
         )
+
+
+def _re_term(design: ClusterDesign) -> str:
+    """The random-effects term in lme4's notation, e.g. ``(1 + x1 | st)``."""
+    names = ["1" if nm == "(Intercept)" else nm for nm in design.w_names]
+    if "1" not in names:
+        names.insert(0, "0")
+    return f"({' + '.join(names)} | {design.group_name})"
 
 
 def check_random_slopes(design: ClusterDesign) -> None:
@@ -187,13 +205,14 @@ def check_random_slopes(design: ClusterDesign) -> None:
         if not varies and not intercept_like:
             raise ModelError(
                 f"random slope for {name!r}: the predictor is constant within every "
-                "cluster, so its study-specific slope cannot be told apart from the "
-                "random intercept; drop it from the random-effects term"
+                f"cluster of {design.group_name!r}, so its cluster-specific slope cannot be "
+                "told apart from the random intercept; drop it from the random-effects term"
             )
     if np.linalg.matrix_rank(W) < W.shape[1]:
         raise ModelError(
-            f"the random-effects design ({', '.join(design.w_names)}) is rank deficient: "
-            "more random effects than the data identify"
+            f"the random-effects design of {_re_term(design)} (columns "
+            f"{', '.join(design.w_names)}) is rank deficient: more random effects than the "
+            "data identify"
         )
 
 

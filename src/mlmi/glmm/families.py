@@ -67,10 +67,11 @@ class Family:
         """Raise :class:`InputError` unless ``y`` is a valid response for this family."""
         y = np.asarray(y, dtype=float)
         if not np.all(np.isfinite(y)):
-            bad = int(np.sum(~np.isfinite(y)))
+            bad = ~np.isfinite(y)
             raise InputError(
-                f"response {name!r} has {bad} missing or non-finite value(s); "
-                "the caller must subset to the rows where it is observed"
+                f"response {name!r} has {int(bad.sum())} missing or non-finite value(s) "
+                f"{sorted({str(v) for v in y[bad]})}; the caller must subset to the rows "
+                "where it is observed"
             )
         if self.code == BINOMIAL:
             bad = ~np.isin(y, (0.0, 1.0))

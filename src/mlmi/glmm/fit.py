@@ -55,6 +55,7 @@ def fit_arrays(
     w_names: list[str] | None = None,
     vcov: str = "hessian",
     check: bool = True,
+    maxiter: int = 1000,
 ) -> GLMMResult:
     """Fit a two-level GLMM from arrays (the fast path of the imputation loop).
 
@@ -75,6 +76,10 @@ def fit_arrays(
     vcov : "hessian" (lme4's default for glmer) or "fisher" (cheaper; see
         :attr:`GLMMResult.vcov`).
     check : validate the arrays (leave True unless they were validated before).
+    maxiter : iteration limit of the bounded optimiser (L-BFGS-B) of the gaussian and
+        Laplace fits; a fit that hits it is reported as not converged (a "convergence"
+        record in ``result.warnings``). Not applied to the warm-start quasi-Newton steps
+        (a ``start`` that carries a Hessian) nor to the AGQ stage of ``nagq > 1``.
     """
     fam = get_family(family)
     if reml and fam.code != GAUSSIAN:
@@ -83,6 +88,8 @@ def fit_arrays(
         raise InputError(f"nagq={nagq!r} must be a positive integer")
     if vcov not in ("hessian", "fisher"):
         raise InputError(f"vcov={vcov!r}: use 'hessian' or 'fisher'")
+    if not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
+        raise InputError(f"maxiter={maxiter!r} must be a positive integer")
     design = make_design(y, X, W, groups, x_names, w_names)
     notes: list[FitWarning] = []
     if check:
@@ -104,7 +111,7 @@ def fit_arrays(
             raise InputError(
                 "nagq > 1 is not needed for the gaussian family (its likelihood is exact)"
             )
-        result = _fit_lmm(design, reml, st)
+        result = _fit_lmm(design, reml, st, maxiter)
     else:
         work = design.compressed()
         if nagq > 1:
@@ -112,7 +119,7 @@ def fit_arrays(
 
             result = fit_agq(work, fam, nagq, st, vcov)
         else:
-            result = _fit_glmm_laplace(work, fam, st, vcov)
+            result = _fit_glmm_laplace(work, fam, st, vcov, maxiter)
     result.warnings = notes + result.warnings
     result.dropped = dropped
     return result
@@ -173,7 +180,9 @@ def _identity_theta(q: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- Laplace GLMM
-def _fit_glmm_laplace(design: ClusterDesign, fam: Family, st: Start, vcov: str) -> GLMMResult:
+def _fit_glmm_laplace(
+    design: ClusterDesign, fam: Family, st: Start, vcov: str, maxiter: int = 1000
+) -> GLMMResult:
     y, X, W, starts, wt = design.y, design.X, design.W, design.starts, design.weights
     p, q, k = design.p, design.q, design.k
     nth = q * (q + 1) // 2
@@ -210,8 +219,8 @@ def _fit_glmm_laplace(design: ClusterDesign, fam: Family, st: Start, vcov: str) 
     diag_index = p + theta_diagonal_index(q)
     lower = np.full(p + nth, -np.inf)
     lower[diag_index] = 0.0
-    opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, hess0=st.hessian,
-                                          normalize=normalize)
+    opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
+                                          hess0=st.hessian, normalize=normalize)
     return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
 
 
@@ -223,7 +232,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     fisher = np.zeros((p, p))
     extreme = laplace_details(beta, lam, design.y, design.weights, design.X, design.W,
                               design.starts, fam.code, u, cond_inv, fisher)
-    warnings_: list[FitWarning] = [FitWarning("convergence", m) for m in notes]
+    warnings_: list[FitWarning] = [FitWarning("info", m) for m in notes]
     fisher_cov = _safe_inverse(fisher)
     hessian = None
     if vcov == "hessian":
@@ -385,7 +394,7 @@ def _within_cluster_separation(design: ClusterDesign) -> list[FitWarning]:
 
 
 # ---------------------------------------------------------------------- linear mixed model
-def _fit_lmm(design: ClusterDesign, reml: bool, st: Start) -> GLMMResult:
+def _fit_lmm(design: ClusterDesign, reml: bool, st: Start, maxiter: int = 1000) -> GLMMResult:
     p, q, k, n = design.p, design.q, design.k, design.n
     if n - p <= 0:
         raise InputError(f"n = {n} observations cannot identify {p} fixed effects")
@@ -408,7 +417,7 @@ def _fit_lmm(design: ClusterDesign, reml: bool, st: Start) -> GLMMResult:
     diag_index = theta_diagonal_index(q)
     lower = np.full(nth, -np.inf)
     lower[diag_index] = 0.0
-    opt, notes = fit_with_boundary_checks(fun, th0, lower, diag_index)
+    opt, notes = fit_with_boundary_checks(fun, th0, lower, diag_index, maxiter=maxiter)
     theta = opt.par
     lam = theta_to_lambda(theta, q)
     value, r2, _ = lmm_profiled(lam, C, WX, Wy, XtX, Xty, yty, n, reml, grad, False,
@@ -421,7 +430,7 @@ def _fit_lmm(design: ClusterDesign, reml: bool, st: Start) -> GLMMResult:
         P = lam.T @ WX[i]
         A -= P.T @ Hinv[i] @ P
     beta_cov = sigma2 * _safe_inverse(A)
-    warnings_ = [FitWarning("convergence", m) for m in notes]
+    warnings_ = [FitWarning("info", m) for m in notes]
     singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
     res = GLMMResult(
         family=get_family("gaussian"), reml=reml, nagq=1, beta=beta.copy(), beta_cov=beta_cov,

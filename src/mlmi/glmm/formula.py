@@ -2,15 +2,19 @@
 
 Supported: ``y ~ x1 + x2 + (1 + x1 | st)``, ``(1 | st)``, ``(x1 | st)`` (intercept
 implied, as in lme4), ``(0 + x1 | st)``; ``0``/``-1`` to drop the fixed intercept;
-interactions ``a:b`` and ``a*b``. Categorical predictors get treatment contrasts with
-the first level as reference, and R's term names (``grpb``, ``sexTRUE``), so results
-line up with lme4's output.
+interactions ``a:b`` and ``a*b`` (``a*b*c`` is every interaction of a, b and c). Terms
+are ordered as R orders them (main effects first, then two-way interactions, ...).
+Categorical predictors are coded as R codes them: treatment contrasts with the first
+level as reference where the term's margin is in the model (``y ~ grp``), indicator
+columns for every level where it is not (``y ~ 0 + grp``, ``y ~ grp:x`` without ``x``),
+with R's term names (``grpb``, ``sexTRUE``), so results line up with lme4's output.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -56,34 +60,51 @@ class Terms:
     def model_arrays(
         self, data: pd.DataFrame, *, need_response: bool = True, need_group: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Fixed-effects design X, random-effects design W, and group labels."""
-        cols: dict[str, np.ndarray] = {}
-        x_names: list[str] = []
-        n = len(data)
-        if self.intercept:
-            cols["(Intercept)"] = np.ones(n)
-            x_names.append("(Intercept)")
-        for term in self.fixed:
-            for name, values in self._term_columns(data, term):
-                if name not in cols:
-                    cols[name] = values
-                    x_names.append(name)
-        X = np.column_stack([cols[nm] for nm in x_names]) if x_names else np.empty((n, 0))
-        w_cols, w_names = [], []
-        if self.random_intercept:
-            w_cols.append(np.ones(n))
-            w_names.append("(Intercept)")
-        for var in self.random:
-            for name, values in self._term_columns(data, (var,)):
-                w_cols.append(values)
-                w_names.append(name)
-        W = np.column_stack(w_cols) if w_cols else np.empty((n, 0))
-        self.x_names, self.w_names = x_names, w_names
-        groups = data[self.group].to_numpy() if need_group else None
-        return X, W, groups
+        """Fixed-effects design X, random-effects design W, and group labels.
 
-    def _term_columns(self, data: pd.DataFrame, term: tuple[str, ...]):
-        """Columns (name, values) of one (possibly interaction) term."""
+        With ``need_group=False`` (population-level prediction) the random-effects
+        design is not built: W has no columns and the group column is not needed."""
+        n = len(data)
+        x_names, x_cols = self._design(data, self.fixed, self.intercept)
+        X = np.column_stack(x_cols) if x_cols else np.empty((n, 0))
+        self.x_names = x_names
+        if not need_group:
+            return X, np.empty((n, 0)), None
+        w_names, w_cols = self._design(data, [(v,) for v in self.random],
+                                       self.random_intercept)
+        W = np.column_stack(w_cols) if w_cols else np.empty((n, 0))
+        self.w_names = w_names
+        return X, W, data[self.group].to_numpy()
+
+    def _design(self, data: pd.DataFrame, terms: list[tuple[str, ...]], intercept: bool):
+        """Column names and columns of an intercept and ``terms`` (R's coding rules)."""
+        names: list[str] = []
+        cols: list[np.ndarray] = []
+        if intercept:
+            names.append("(Intercept)")
+            cols.append(np.ones(len(data)))
+        present = {frozenset(t) for t in terms}
+        # R's rules: a categorical variable in a term whose margin (the term without
+        # it) is in the model gets contrasts, otherwise indicators for every level;
+        # without an intercept, the first categorical variable of the first term that
+        # has one gets indicators too (model.matrix's "first factor found")
+        adjust = not intercept
+        for term in terms:
+            full = {v for v in term if v in self.levels
+                    and len(term) > 1 and frozenset(term) - {v} not in present}
+            cats = [v for v in term if v in self.levels]
+            if adjust and cats:
+                full.add(cats[0])
+                adjust = False
+            for name, values in self._term_columns(data, term, full):
+                if name not in names:
+                    names.append(name)
+                    cols.append(values)
+        return names, cols
+
+    def _term_columns(self, data: pd.DataFrame, term: tuple[str, ...], full: set[str]):
+        """Columns (name, values) of one (possibly interaction) term; the categorical
+        variables in ``full`` get a column for every level, the others contrasts."""
         parts: list[list[tuple[str, np.ndarray]]] = []
         for var in term:
             col = data[var]
@@ -96,13 +117,19 @@ class Terms:
                         f"column {var!r} has level(s) {sorted(map(str, unknown))} not seen "
                         "when the model was fitted"
                     )
-                parts.append([(f"{var}{_level_label(level)}", (vals == level).astype(float))
-                              for level in lv[1:]])
+                missing = col.isna().to_numpy()
+                dummies = []
+                for level in lv if var in full else lv[1:]:
+                    d = (vals == level).astype(float)
+                    d[missing] = np.nan  # a missing level is not the reference level
+                    dummies.append((f"{var}{_level_label(level)}", d))
+                parts.append(dummies)
             else:
                 parts.append([(var, _numeric(col, var))])
         out = parts[0]
         for nxt in parts[1:]:
-            out = [(f"{a}:{b}", va * vb) for a, va in out for b, vb in nxt]
+            # R's column order: the first variable varies fastest
+            out = [(f"{a}:{b}", va * vb) for b, vb in nxt for a, va in out]
         return out
 
 
@@ -150,12 +177,20 @@ def parse_formula(formula: str) -> Terms:
         raise InputError(f"formula {formula!r}: the response must be a single column name")
     bars = re.findall(r"\(([^()]*\|[^()]*)\)", rhs)
     if len(bars) != 1:
+        if not bars and "|" in rhs:
+            raise InputError(
+                f"formula {formula!r}: cannot interpret the random-effects term; use "
+                "(1 + x1 | study) with column names only (transform variables in the "
+                "data frame first)"
+            )
         raise InputError(
             f"formula {formula!r} must contain exactly one random-effects term such as "
             f"(1 | study); found {len(bars)}"
         )
     if "||" in bars[0]:
-        raise InputError("uncorrelated random effects (||) are not supported; use |")
+        raise InputError(
+            f"formula {formula!r}: uncorrelated random effects (||) are not supported; use |"
+        )
     re_lhs, group = (s.strip() for s in bars[0].split("|"))
     if not re.fullmatch(_NAME, group):
         raise InputError(f"formula {formula!r}: the grouping factor must be one column name")
@@ -173,32 +208,71 @@ def parse_formula(formula: str) -> Terms:
     )
 
 
+def _split(text: str, seps: str) -> list[tuple[str, str]]:
+    """Split ``text`` at the characters in ``seps`` outside backticks and parentheses;
+    returns (separator before the piece, piece) pairs, the first with separator ''."""
+    out: list[tuple[str, str]] = []
+    buf: list[str] = []
+    sep, depth, tick = "", 0, False
+    for ch in text:
+        if ch == "`":
+            tick = not tick
+        elif not tick and ch in "()":
+            depth += 1 if ch == "(" else -1
+        elif not tick and depth == 0 and ch in seps:
+            out.append((sep, "".join(buf).strip()))
+            buf, sep = [], ch
+            continue
+        buf.append(ch)
+    out.append((sep, "".join(buf).strip()))
+    return out
+
+
 def _parse_terms(text: str, formula: str, *, allow_interactions: bool):
-    """Terms separated by +; '1' keeps, '0' or '-1' removes the intercept."""
+    """Terms separated by +; '1' keeps, '0' or '- 1' removes the intercept.
+
+    ``a:b`` is an interaction, ``a*b`` is ``a + b + a:b`` (``a*b*c``: every subset).
+    As in R, a term's variables are put in the order the variables first appear, terms
+    are de-duplicated (``b:a`` is ``a:b``) and sorted by order (main effects first)."""
     intercept = True
     terms: list[tuple[str, ...]] = []
-    text = text.replace("-", "+-")
-    for raw in text.split("+"):
-        tok = raw.strip()
+    for sign, tok in _split(text, "+-"):
         if not tok:
+            if sign == "-":
+                raise InputError(f"formula {formula!r}: '-' must be followed by a term")
             continue
-        if tok == "1":
+        if sign == "-":
+            if tok not in ("0", "1"):
+                raise InputError(
+                    f"formula {formula!r}: cannot remove term {tok!r}; '-' is only "
+                    "supported for the intercept ('- 1')"
+                )
+            intercept = tok == "0"
+        elif tok == "1":
             intercept = True
-        elif tok in ("0", "-1"):
+        elif tok == "0":
             intercept = False
-        elif "*" in tok and allow_interactions:
-            vars_ = [_check_name(v.strip(), formula) for v in tok.split("*")]
-            for v in vars_:
-                terms.append((v,))
-            terms.append(tuple(vars_))
-        elif ":" in tok and allow_interactions:
-            terms.append(tuple(_check_name(v.strip(), formula) for v in tok.split(":")))
         else:
-            terms.append((_check_name(tok, formula),))
-    return intercept, list(dict.fromkeys(terms))
+            factors = [[_check_name(v, formula) for _, v in _split(f, ":")]
+                       for _, f in _split(tok, "*")]
+            if not allow_interactions and (len(factors) > 1 or len(factors[0]) > 1):
+                raise InputError(
+                    f"formula {formula!r}: interactions ({tok!r}) are not supported in "
+                    "the random-effects term; create the product column in the data frame"
+                )
+            for r in range(1, len(factors) + 1):
+                for combo in combinations(factors, r):
+                    terms.append(tuple(dict.fromkeys(v for f in combo for v in f)))
+    first = {v: i for i, v in enumerate(dict.fromkeys(v for t in terms for v in t))}
+    unique = list(dict.fromkeys(tuple(sorted(t, key=first.__getitem__)) for t in terms))
+    return intercept, sorted(unique, key=len)
 
 
 def _check_name(tok: str, formula: str) -> str:
+    if tok == ".":
+        raise InputError(
+            f"formula {formula!r}: '.' (all other columns) is not supported; name the columns"
+        )
     if not re.fullmatch(_NAME, tok):
         raise InputError(
             f"formula {formula!r}: cannot interpret term {tok!r}; use column names, "

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..exceptions import (
     ConvergenceWarning,
+    InputError,
     MLMIWarning,
     RankDeficiencyWarning,
     SeparationWarning,
@@ -29,7 +30,9 @@ _CATEGORIES: dict[str, type[MLMIWarning]] = {
 @dataclass(frozen=True)
 class FitWarning:
     """A warning recorded on a fit: ``kind`` is one of convergence, singular,
-    separation, rank; ``message`` says what happened and where."""
+    separation, rank — or info, a note on what the optimiser did (e.g. a boundary
+    optimum beaten from the interior) that is recorded but not raised;
+    ``message`` says what happened and where."""
 
     kind: str
     message: str
@@ -174,6 +177,8 @@ class GLMMResult:
         """Predictions for design arrays; ``cluster_index`` holds each row's position in
         ``self.clusters`` (-1 for a cluster not in the fit: its random effects are 0,
         the population-level prediction)."""
+        if type not in ("link", "response"):
+            raise InputError(f"type={type!r}: use 'link' or 'response'")
         eta = np.asarray(X, dtype=float) @ self.beta
         if W is not None and cluster_index is not None:
             ci = np.asarray(cluster_index)
@@ -181,8 +186,6 @@ class GLMMResult:
             eta[known] += np.einsum("ij,ij->i", np.asarray(W, float)[known], self.b[ci[known]])
         if type == "response":
             return self.family.inverse_link(eta)
-        if type != "link":
-            raise ValueError(f"type={type!r}: use 'link' or 'response'")
         return eta
 
     def predict(
@@ -205,9 +208,23 @@ class GLMMResult:
         type : ``"link"`` (linear predictor, lme4's default) or ``"response"`` (mean).
         """
         if self._terms is None:
-            raise ValueError("predict(newdata) needs a formula fit; use predict_arrays")
-        if newdata is None:
-            raise ValueError("newdata is required (the fitted data are not stored)")
+            raise InputError("predict(newdata) needs a formula fit; use predict_arrays")
+        if not isinstance(newdata, pd.DataFrame):
+            raise InputError(
+                "newdata must be a pandas DataFrame (the fitted data are not stored), not "
+                f"{newdata.__class__.__name__}"
+            )
+        t = self._terms
+        needed = [v for term in t.fixed for v in term]
+        if include_random:
+            needed += [*t.random, t.group]
+        missing = [v for v in dict.fromkeys(needed) if v not in newdata.columns]
+        if missing:
+            raise InputError(
+                f"newdata lacks column(s) {missing} that predict needs"
+                + (" (include_random=False does not need the cluster column)"
+                   if include_random else "")
+            )
         X, W, groups = self._terms.model_arrays(newdata, need_response=False,
                                                 need_group=include_random)
         X = _align(X, self._terms.x_names, self.x_names)
