@@ -4,10 +4,20 @@ Chained-equation imputation in which every incomplete variable gets a two-level
 model (logistic, Poisson or linear mixed model) whose study-specific random effects
 are drawn from their posterior for studies where the variable is sporadically
 missing and from their prior where it is systematically missing (Jolani 2025).
+
+    imputed = mlmi.impute(data, "study", random={"alcohol": ["smoking"]}, seed=1)
+    fits = imputed.analyze("smoking ~ alcohol + comorb + (1 + alcohol | study)", "binomial")
+    fits.pool()
 """
 
 __version__ = "0.1.0.dev0"
 
-from .glmm import GLMMResult, fit_glmm
+from ._jit import invalidate_stale_caches
 
-__all__ = ["GLMMResult", "__version__", "fit_glmm"]
+invalidate_stale_caches()  # before any compiled kernel is imported
+
+from .analysis import MultipleFits  # noqa: E402
+from .glmm import GLMMResult, fit_glmm  # noqa: E402
+from .mice import Imputed, impute  # noqa: E402
+
+__all__ = ["GLMMResult", "Imputed", "MultipleFits", "__version__", "fit_glmm", "impute"]

@@ -104,6 +104,7 @@ def fit_arrays(
             f"column(s): {', '.join(dropped)}",
         ))
     if fam.code == BINOMIAL:
+        notes.extend(_fixed_separation(design))
         notes.extend(_within_cluster_separation(design))
     st = _coerce_start(start, design)
     if fam.code == GAUSSIAN:
@@ -353,6 +354,39 @@ def _hessian_vcov(
     if np.any(np.linalg.eigvalsh(cov) <= 0):
         return cov, False, hess
     return cov, True, hess
+
+
+def _fixed_separation(design: ClusterDesign) -> list[FitWarning]:
+    """Separation of a binary response by one fixed-effects predictor: complete (the
+    predictor's values for y = 0 and y = 1 do not overlap) or quasi-complete (a binary
+    predictor at one of whose values the response is constant, e.g. a category without
+    events). The maximum-likelihood estimate of that coefficient is then infinite and
+    the optimiser stops wherever the likelihood became flat."""
+    y, X = design.y, design.X
+    if y.min() == y.max():
+        return []
+    out = []
+    for j, name in enumerate(design.x_names):
+        v = X[:, j]
+        lo, hi = v.min(), v.max()
+        if lo == hi:
+            continue
+        v0, v1 = v[y == 0], v[y == 1]
+        if v0.max() < v1.min() or v1.max() < v0.min():
+            out.append(FitWarning("separation", f"{name!r} completely separates the response: "
+                                  "its coefficient's maximum-likelihood estimate is infinite"))
+            continue
+        if np.all((v == lo) | (v == hi)):
+            for value in (lo, hi):
+                yv = y[v == value]
+                if yv.min() == yv.max():
+                    out.append(FitWarning(
+                        "separation",
+                        f"quasi-complete separation: the response is always {int(yv[0])} where "
+                        f"{name!r} = {value:g} ({yv.size} rows); its coefficient's "
+                        "maximum-likelihood estimate is infinite"))
+                    break
+    return out
 
 
 def _within_cluster_separation(design: ClusterDesign) -> list[FitWarning]:

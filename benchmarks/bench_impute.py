@@ -1,0 +1,87 @@
+"""Speed of a whole multilevel imputation.
+
+    python benchmarks/bench_impute.py [--reps 5] [--no-ipdna]
+
+1. The paper's design (METHOD.md §6): binary outcome, moderate heterogeneity, 3000
+   participants in 6, 10 or 30 studies; x1 (binary) and x2 (count) sporadically (MAR)
+   and systematically (30 % of studies) missing; MLMI with a random slope for y;
+   m = 5, maxit = 10, exact sampler. Median of ``--reps`` runs, one process.
+2. IPDNa (micemd; ../shared/data, 11 685 rows, 28 centres, 7 incomplete variables),
+   default methods (6 × 2l.norm, afib 2l.bin), m = 5, maxit = 10: total time and time
+   per iteration per chain; n_jobs = 2 as well (two processes).
+"""
+
+from __future__ import annotations
+
+from _common import machine, median_ms, print_table  # first: one BLAS thread
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import mlmi
+from mlmi.simulation import ampute, generate
+
+IPDNA = Path(__file__).resolve().parents[2] / "shared" / "data" / "micemd_IPDNa.csv"
+
+
+def paper_design(reps: int) -> list[dict]:
+    rows = []
+    for k in (6, 10, 30):
+        rng = np.random.default_rng(k)
+        data = ampute(generate("binary", "moderate", k, rng), 0.3, "mar", rng)
+        kwargs = {"m": 5, "maxit": 10, "random": {"x1": ["y"], "x2": ["y"]}}
+        mlmi.impute(data, "st", m=1, maxit=1, seed=0)  # load compiled kernels
+        seeds = iter(range(10_000))
+        ms = median_ms(lambda data=data, kwargs=kwargs, seeds=seeds: mlmi.impute(
+            data, "st", seed=next(seeds), **kwargs), reps)
+        imp = mlmi.impute(data, "st", seed=1, **kwargs)
+        s = imp.summary()
+        rows.append({
+            "data": f"paper design, {k} studies", "rows": len(data),
+            "imputation (m=5, maxit=10)": f"{ms / 1e3:.3f} s",
+            "per univariate step": f"{ms / (5 * 10 * 2):.2f} ms",
+            "acceptance x1 / x2": f"{s.loc['x1', 'acceptance_rate']:.2f} / "
+                                  f"{s.loc['x2', 'acceptance_rate']:.2f}",
+            "fallbacks": int(s["fallbacks"].sum()),
+        })
+    return rows
+
+
+def ipdna() -> list[dict]:
+    data = pd.read_csv(IPDNA)
+    rows = []
+    for n_jobs in (1, 2):
+        mlmi.impute(data, "centre", m=1, maxit=1, seed=0)
+        t0 = time.perf_counter()
+        imp = mlmi.impute(data, "centre", m=5, maxit=10, seed=1, n_jobs=n_jobs)
+        total = time.perf_counter() - t0
+        rows.append({
+            "data": f"IPDNa, n_jobs={n_jobs}", "rows": len(data),
+            "imputation (m=5, maxit=10)": f"{total:.2f} s",
+            "per univariate step": f"{1e3 * imp.diagnostics['seconds'].median():.2f} ms",
+            "acceptance x1 / x2": f"afib {imp.summary().loc['afib', 'acceptance_rate']:.2f}",
+            "fallbacks": int(imp.summary()["fallbacks"].sum()),
+            "per iteration per chain": f"{total / 50:.3f} s",
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--no-ipdna", action="store_true")
+    args = parser.parse_args()
+    rows = paper_design(args.reps)
+    if not args.no_ipdna and IPDNA.exists():
+        rows += ipdna()
+    print(f"Multilevel imputation; {machine()}")
+    print_table(rows, ["data", "rows", "imputation (m=5, maxit=10)", "per univariate step",
+                       "acceptance x1 / x2", "fallbacks", "per iteration per chain"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Univariate imputation methods, registered by name (like mice's ``mice.impute.*``).
+
+A method is a function ``f(problem: Problem) -> Draw`` in its own module, registered
+with :func:`register`; the chained-equation driver finds it by name and never
+changes when a method is added. Strategies map variable types to methods, so one
+word switches a whole analysis between the rows of the paper's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..exceptions import InputError
+from .base import COMPLETE, SPORADIC, SYSTEMATIC, Draw, MethodInfo, Problem
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+#: strategy -> method per variable type
+STRATEGIES: dict[str, dict[str, str]] = {
+    "mlmi": {"binary": "2l.bin", "count": "2l.pois", "continuous": "2l.norm"},
+}
+
+
+def register(name: str, *, types: tuple[str, ...], multilevel: bool, description: str = ""
+             ) -> Callable:
+    """Decorator registering an imputation method under ``name``."""
+
+    def deco(func: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"imputation method {name!r} is already registered")
+        _REGISTRY[name] = MethodInfo(name, tuple(types), multilevel, func, description)
+        return func
+
+    return deco
+
+
+def get_method(name: str) -> MethodInfo:
+    """The registered method ``name``; a precise error for an unknown name."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(
+            f"unknown imputation method {name!r}; available: {sorted(_REGISTRY)} "
+            f"(or a strategy: {sorted(STRATEGIES)})"
+        ) from None
+
+
+def available_methods() -> dict[str, MethodInfo]:
+    """All registered methods by name."""
+    return dict(_REGISTRY)
+
+
+# importing the modules registers their methods
+from . import bin_2l, norm_2l, pois_2l  # noqa: E402, F401
+
+__all__ = [
+    "COMPLETE",
+    "SPORADIC",
+    "STRATEGIES",
+    "SYSTEMATIC",
+    "Draw",
+    "MethodInfo",
+    "Problem",
+    "available_methods",
+    "get_method",
+    "register",
+]

@@ -1,0 +1,107 @@
+"""The uniform signature of univariate imputation methods (as mice's ``mice.impute.*``).
+
+Every method is a function ``method(problem: Problem) -> Draw``: it receives the
+target variable with its observed/missing pattern, the predictors with their roles
+and the study of each row, and returns draws for the rows to impute together with
+what happened (for the diagnostics). Nothing else is shared between methods and the
+driver, so adding a method touches one file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: status of a study for one incomplete variable
+COMPLETE, SPORADIC, SYSTEMATIC = 0, 1, 2
+
+
+@dataclass
+class Problem:
+    """One univariate imputation step (mice's y, ry, x, type, wy, plus the study).
+
+    variable : name of the incomplete variable Z being imputed.
+    vtype : its type, "binary" (0/1), "count" or "continuous".
+    y : current values of Z (observed values and the current imputations), float.
+    ry : True where Z is observed (these rows are the data of the imputation model).
+    wy : True where Z is to be imputed (the missing rows).
+    x : current values of the predictors, n × P, without an intercept column.
+    x_names : names of the columns of ``x``.
+    type : role of each predictor (mice's predictor-matrix codes): 1 = fixed effect,
+        2 = fixed effect and a random (study-specific) slope. The random intercept is
+        always present in multilevel methods.
+    cluster : study code (0..K-1) of each row.
+    cluster_labels : the study labels, indexed by code.
+    status : per study, COMPLETE, SPORADIC or SYSTEMATIC for Z (from ``ry``).
+    rng : the chain's random generator; every draw must come from it.
+    sampler : how multilevel methods draw the random effects of a sporadically missing
+        study: "exact", "prior-ar", "laplace" or "marginal" (see mlmi.posterior).
+    state : a dict kept per (variable, chain) across iterations, e.g. for warm starts.
+    """
+
+    variable: str
+    vtype: str
+    y: np.ndarray
+    ry: np.ndarray
+    wy: np.ndarray
+    x: np.ndarray
+    x_names: list[str]
+    type: np.ndarray
+    cluster: np.ndarray
+    cluster_labels: np.ndarray
+    status: np.ndarray
+    rng: np.random.Generator
+    sampler: str = "exact"
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.cluster_labels.shape[0])
+
+    def design(self, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed-effects design X = [1, x] and random-effects design W = [1, x[type == 2]]
+        for the given rows."""
+        x = self.x[rows]
+        n = x.shape[0]
+        X = np.empty((n, x.shape[1] + 1))
+        X[:, 0] = 1.0
+        X[:, 1:] = x
+        slopes = np.flatnonzero(self.type == 2)
+        W = np.empty((n, slopes.size + 1))
+        W[:, 0] = 1.0
+        W[:, 1:] = x[:, slopes]
+        return X, W
+
+    @property
+    def fixed_names(self) -> list[str]:
+        return ["(Intercept)", *self.x_names]
+
+    @property
+    def random_names(self) -> list[str]:
+        return ["(Intercept)", *(nm for nm, t in zip(self.x_names, self.type, strict=True)
+                                 if t == 2)]
+
+
+@dataclass
+class Draw:
+    """The result of one univariate step: ``values`` for the rows where ``wy`` is True
+    (in row order), and ``info`` — counts for the diagnostics, such as the number of
+    sporadic and systematic studies, sampler proposals/acceptances/fallbacks, and the
+    warnings of the model fit."""
+
+    values: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method: its name, the variable types it imputes, whether it needs
+    the study identifier (multilevel), and the function."""
+
+    name: str
+    types: tuple[str, ...]
+    multilevel: bool
+    func: Any
+    description: str = ""

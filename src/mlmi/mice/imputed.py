@@ -1,0 +1,206 @@
+"""The result of an imputation (mice's ``mids``): completed data sets, chains, diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import InputError
+from .setup import Plan
+
+
+@dataclass
+class Imputed:
+    """m completed versions of a data set with missing values.
+
+    Attributes
+    ----------
+    m : number of imputations (independent chains).
+    maxit : iterations per chain.
+    methods : imputation method per incomplete variable ("" = left missing).
+    types : the type of every variable (binary, count, continuous, categorical).
+    predictor_matrix : roles of the predictors of each imputed variable (mice's codes:
+        -2 the study, 1 fixed effect, 2 fixed effect and random slope, 0 not used).
+    visit_sequence : order in which variables are imputed within an iteration.
+    sampler : how random effects of sporadically missing studies were drawn.
+    seed : the seed every random draw was derived from.
+    imputations : per variable, an m × n_missing array of imputed values (0/1 for
+        binary variables), in row order of the missing entries.
+    chains : mean and SD of the imputed values of each variable per iteration and
+        chain (long format) — for convergence (trace) plots.
+    diagnostics : one row per univariate call — variable, iteration, chain, method,
+        numbers of sporadic and systematic studies, sampler proposals, acceptances,
+        acceptance rate, bound exceedances and fallbacks, whether Psi-hat had to be
+        floored, whether the model fit converged or was singular, its warnings.
+    notes : things decided at set-up that a user should know (dummy coding, studies
+        with one participant).
+    """
+
+    plan: Plan = field(repr=False)
+    m: int
+    maxit: int
+    seed: int | None
+    imputations: dict[str, np.ndarray] = field(repr=False)
+    chains: pd.DataFrame = field(repr=False)
+    diagnostics: pd.DataFrame = field(repr=False)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def data(self) -> pd.DataFrame:
+        """The incomplete data as given (never modified)."""
+        return self.plan.data
+
+    @property
+    def cluster(self) -> str:
+        return self.plan.cluster
+
+    @property
+    def methods(self) -> dict[str, str]:
+        return dict(self.plan.methods)
+
+    @property
+    def types(self) -> dict[str, str]:
+        return {v: s.vtype for v, s in self.plan.variables.items()}
+
+    @property
+    def predictor_matrix(self) -> pd.DataFrame:
+        return self.plan.predictor_matrix.copy()
+
+    @property
+    def visit_sequence(self) -> list[str]:
+        return list(self.plan.visit_sequence)
+
+    @property
+    def sampler(self) -> str:
+        return self.plan.sampler
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.plan.notes)
+
+    def missingness(self) -> pd.DataFrame:
+        """Per study and incomplete variable: number and share of missing values, and
+        whether the variable is complete, sporadically or systematically missing there."""
+        rows = []
+        data, codes = self.plan.data, self.plan.codes
+        sizes = np.bincount(codes, minlength=self.plan.labels.size)
+        for var, miss in self.plan.missing.items():
+            n_miss = np.bincount(codes[miss], minlength=self.plan.labels.size)
+            for i, label in enumerate(self.plan.labels):
+                status = ("systematic" if n_miss[i] == sizes[i] else
+                          "sporadic" if n_miss[i] else "complete")
+                rows.append({self.cluster: label, "variable": var, "n": int(sizes[i]),
+                             "n_missing": int(n_miss[i]),
+                             "pct_missing": 100.0 * n_miss[i] / sizes[i], "status": status})
+        del data
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ completed data
+    def complete(self, action: int | str = 1) -> pd.DataFrame | list[pd.DataFrame]:
+        """Completed data.
+
+        ``action``: an imputation number 1..m (a DataFrame with the same index, columns
+        and dtypes as the input); 0 — the incomplete data; ``"long"`` — all m stacked,
+        with columns ``.imp`` (1..m) and ``.id`` (the original row label) first;
+        ``"all"`` — a list of the m completed DataFrames.
+        """
+        if isinstance(action, str):
+            if action == "long":
+                parts = []
+                for i in range(1, self.m + 1):
+                    d = self.complete(i)
+                    d.insert(0, ".id", d.index.to_numpy())
+                    d.insert(0, ".imp", i)
+                    parts.append(d.reset_index(drop=True))
+                return pd.concat(parts, ignore_index=True)
+            if action == "all":
+                return [self.complete(i) for i in range(1, self.m + 1)]
+            raise InputError(f"action={action!r}: use 1..m, 0, 'long' or 'all'")
+        if not isinstance(action, (int, np.integer)) or not 0 <= action <= self.m:
+            raise InputError(f"action={action!r}: imputation numbers run from 1 to {self.m}")
+        out = self.plan.data.copy()
+        if action == 0:
+            return out
+        for var, values in self.imputations.items():
+            miss = self.plan.missing[var]
+            out[var] = _restore(out[var], miss, values[action - 1], self.plan.variables[var])
+        return out
+
+    # ------------------------------------------------------------------ analysis
+    def analyze(self, formula: str, family: str = "gaussian", **kwargs):
+        """Fit the mixed model ``formula`` (lme4 syntax) to each completed data set.
+
+        Returns a :class:`~mlmi.analysis.MultipleFits` whose ``pool()`` combines the
+        fixed effects by Rubin's rules and ``pool_random()`` summarises the random-effect
+        SDs and correlations. Extra keyword arguments go to :func:`mlmi.glmm.fit_glmm`.
+        """
+        from ..analysis import analyze_completed
+
+        return analyze_completed([self.complete(i) for i in range(1, self.m + 1)], formula,
+                                 family, **kwargs)
+
+    # ------------------------------------------------------------------ reporting
+    def summary(self) -> pd.DataFrame:
+        """Per imputed variable: method, type, sporadic/systematic studies, and the
+        totals of sampler proposals, acceptances, fallbacks and fit warnings."""
+        d = self.diagnostics
+        rows = []
+        for var in self.plan.imputed_variables:
+            sub = d[d["variable"] == var]
+            st = self.plan.status[var]
+            row = {"variable": var, "type": self.plan.variables[var].vtype,
+                   "method": self.plan.methods[var],
+                   "n_missing": int(self.plan.missing[var].sum()),
+                   "sporadic_studies": int(np.sum(st == 1)),
+                   "systematic_studies": int(np.sum(st == 2))}
+            for key in ("proposals", "accepted", "bound_exceeded", "fallbacks",
+                        "psi_floored", "clipped", "n_fit_warnings"):
+                if key in sub:
+                    row[key] = int(sub[key].fillna(0).sum())
+            if "proposals" in sub and row.get("proposals"):
+                row["acceptance_rate"] = row["accepted"] / row["proposals"]
+            if "fit_converged" in sub:
+                row["fits_not_converged"] = int((~sub["fit_converged"].astype(bool)).sum())
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("variable")
+
+    def __repr__(self) -> str:
+        lines = [f"Imputed(m={self.m}, maxit={self.maxit}, cluster={self.cluster!r}, "
+                 f"sampler={self.sampler!r}, seed={self.seed})"]
+        for var in self.plan.imputed_variables:
+            st = self.plan.status[var]
+            lines.append(f"  {var:<16} {self.plan.variables[var].vtype:<11} "
+                         f"{self.plan.methods[var]:<10} missing {int(self.plan.missing[var].sum())}"
+                         f" (sporadic in {int(np.sum(st == 1))}, systematic in "
+                         f"{int(np.sum(st == 2))} studies)")
+        return "\n".join(lines)
+
+
+def _restore(col: pd.Series, miss: np.ndarray, values: np.ndarray, spec) -> pd.Series:
+    """Put imputed values into a copy of ``col`` in the column's own dtype and coding."""
+    out = col.copy()
+    if spec.vtype == "binary":
+        lv = spec.levels
+        labels = np.where(values > 0.5, 1, 0)
+        if isinstance(col.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(
+                col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+            fill = pd.Series([lv[k] for k in labels], index=col.index[miss], dtype=object)
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                out = out.astype(object)
+                out.iloc[np.flatnonzero(miss)] = fill.to_numpy()
+                return out.astype(col.dtype)
+            if pd.api.types.is_bool_dtype(col.dtype) or str(col.dtype) == "boolean":
+                out = out.astype(object)
+                out.iloc[np.flatnonzero(miss)] = fill.to_numpy()
+                return out.astype(col.dtype)
+            out.iloc[np.flatnonzero(miss)] = fill.to_numpy()
+            return out
+        out.iloc[np.flatnonzero(miss)] = labels.astype(float)
+        return out.astype(col.dtype)
+    if spec.vtype == "count":
+        out.iloc[np.flatnonzero(miss)] = np.round(values)
+        return out.astype(col.dtype)
+    out.iloc[np.flatnonzero(miss)] = values
+    return out.astype(col.dtype)

@@ -1,0 +1,489 @@
+"""Everything decided before the first draw: types, methods, predictors, visit order.
+
+All user input is validated here, once, with messages that name the argument and the
+offending value; the chained-equation loop then works on arrays only.
+
+Variable types (override with ``types=`` or by choosing a method):
+
+* **binary** — exactly two distinct observed values: 0/1 numbers, bool, or a two-level
+  categorical / string variable (the second level, in sorted or category order, is 1);
+* **count** — non-negative integer values with at most ``MAX_COUNT_LEVELS`` distinct
+  observed values (e.g. number of comorbidities); integer-valued measurements with
+  many values (age in years, blood pressure) are treated as continuous;
+* **continuous** — any other numeric variable;
+* **categorical** — a non-numeric variable with more than two levels: used as a
+  predictor through treatment (dummy) contrasts, first level the reference, columns
+  named ``<var><level>`` as in R; it cannot be imputed in this version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import InputError, ModelError
+from ..methods import COMPLETE, SPORADIC, STRATEGIES, SYSTEMATIC, get_method
+
+MAX_COUNT_LEVELS = 20
+TYPES = ("binary", "count", "continuous", "categorical")
+SAMPLERS = ("exact", "prior-ar", "laplace", "marginal")
+
+
+@dataclass
+class Variable:
+    """A column of the data as the imputation sees it.
+
+    ``levels``: for binary variables the two original values (coded 0 and 1); for
+    categorical ones all levels (the first is the reference). ``cols``: its columns in
+    the numeric working matrix (one, or the dummies of a categorical variable).
+    """
+
+    name: str
+    vtype: str
+    levels: list | None
+    cols: list[int]
+    col_names: list[str]
+    n_missing: int
+
+
+@dataclass
+class Plan:
+    """The validated set-up of an imputation (see :func:`make_plan`)."""
+
+    data: pd.DataFrame
+    cluster: str
+    codes: np.ndarray
+    labels: np.ndarray
+    variables: dict[str, Variable]
+    methods: dict[str, str]
+    predictor_matrix: pd.DataFrame
+    visit_sequence: list[str]
+    work: np.ndarray  # numeric working matrix, NaN where missing
+    work_names: list[str]
+    missing: dict[str, np.ndarray]
+    status: dict[str, np.ndarray]
+    sampler: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def imputed_variables(self) -> list[str]:
+        return [v for v, m in self.methods.items() if m]
+
+    def predictors(self, target: str) -> tuple[list[int], list[str], np.ndarray]:
+        """Working-matrix columns, their names and mice roles (1 or 2) of the
+        predictors of ``target``."""
+        row = self.predictor_matrix.loc[target]
+        cols, names, roles = [], [], []
+        for var, code in row.items():
+            if code in (1, 2):
+                v = self.variables[var]
+                cols.extend(v.cols)
+                names.extend(v.col_names)
+                roles.extend([int(code)] * len(v.cols))
+        return cols, names, np.array(roles, dtype=np.int64)
+
+
+# ------------------------------------------------------------------------ types
+def infer_type(col: pd.Series) -> tuple[str, list | None]:
+    """Type and levels of a column from its observed values (see module docstring)."""
+    obs = col.dropna()
+    name = col.name
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        levels = list(col.cat.categories)
+        return ("binary" if len(levels) == 2 else "categorical"), levels
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return "binary", [False, True]
+    if not pd.api.types.is_numeric_dtype(col.dtype):
+        values = sorted(pd.unique(obs), key=_sort_key)
+        if all(isinstance(v, (bool, np.bool_)) for v in values):
+            return "binary", [False, True]
+        if len(values) == 2:
+            return "binary", values
+        if len(values) < 2:
+            return "categorical", values
+        return "categorical", values
+    x = obs.to_numpy(dtype=float)
+    if x.size and not np.all(np.isfinite(x)):
+        raise InputError(f"column {name!r} has infinite values")
+    values = np.unique(x)
+    if values.size == 2 and set(values.tolist()) == {0.0, 1.0}:
+        return "binary", [_native(col, 0), _native(col, 1)]
+    if (values.size and np.all(values >= 0) and np.all(values == np.round(values))
+            and values.size <= MAX_COUNT_LEVELS and values.size > 2):
+        return "count", None
+    return "continuous", None
+
+
+def _sort_key(v):
+    return (str(type(v)), str(v))
+
+
+def _native(col: pd.Series, value: int):
+    """0/1 in the column's own kind (int for integer columns, else float)."""
+    return value if pd.api.types.is_integer_dtype(col.dtype) else float(value)
+
+
+def _coerce_type(col: pd.Series, vtype: str, inferred: tuple[str, list | None]):
+    """Apply a user's type override, checking the values allow it."""
+    name = col.name
+    obs = col.dropna()
+    if vtype not in TYPES:
+        raise InputError(f"types[{name!r}] = {vtype!r}: use one of {list(TYPES)}")
+    if vtype == inferred[0]:
+        return inferred
+    if vtype == "binary":
+        values = sorted(pd.unique(obs), key=_sort_key)
+        if len(values) != 2:
+            raise InputError(
+                f"variable {name!r} is declared binary but has {len(values)} distinct observed "
+                f"values {[_short(v) for v in values[:6]]}"
+            )
+        return "binary", values
+    if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+        raise InputError(f"variable {name!r} (dtype {col.dtype}) cannot be treated as {vtype}")
+    if vtype == "count":
+        x = obs.to_numpy(dtype=float)
+        _check_counts(name, x)
+        return "count", None
+    if vtype == "categorical":
+        return "categorical", sorted(pd.unique(obs), key=_sort_key)
+    return "continuous", None
+
+
+def _check_counts(name: str, x: np.ndarray) -> None:
+    if np.any(x < 0):
+        raise InputError(
+            f"variable {name!r} has negative values {np.unique(x[x < 0])[:5].tolist()}; "
+            "a count (2l.pois) must be a non-negative integer"
+        )
+    frac = x != np.round(x)
+    if frac.any():
+        raise InputError(
+            f"variable {name!r} has non-integer values {np.unique(x[frac])[:5].tolist()}; "
+            "a count (2l.pois) must be a non-negative integer"
+        )
+
+
+def _short(v) -> str:
+    return str(v)[:20]
+
+
+# ------------------------------------------------------------------------ plan
+def make_plan(
+    data: pd.DataFrame,
+    cluster: str,
+    *,
+    method=None,
+    random: dict | None = None,
+    predictor_matrix: pd.DataFrame | None = None,
+    visit_sequence: list[str] | None = None,
+    sampler: str = "exact",
+    types: dict | None = None,
+) -> Plan:
+    """Validate the arguments of :func:`mlmi.impute` and build the imputation plan."""
+    if not isinstance(data, pd.DataFrame):
+        raise InputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if data.columns.duplicated().any():
+        dup = data.columns[data.columns.duplicated()].tolist()
+        raise InputError(f"data has duplicated column names {dup}")
+    if not isinstance(cluster, str) and cluster not in data.columns:
+        raise InputError(f"cluster={cluster!r} must be the name of the study column")
+    if cluster not in data.columns:
+        raise InputError(
+            f"cluster={cluster!r} is not a column of data (columns: {list(data.columns)[:20]})"
+        )
+    if sampler not in SAMPLERS:
+        raise InputError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
+    notes: list[str] = []
+    cl = data[cluster]
+    if cl.isna().any():
+        raise InputError(
+            f"the cluster column {cluster!r} has {int(cl.isna().sum())} missing value(s); "
+            "every participant must belong to a study"
+        )
+    codes, labels = pd.factorize(cl, sort=True)
+    codes = codes.astype(np.int64)
+    labels = np.asarray(labels)
+    if labels.size < 2:
+        raise InputError(
+            f"the cluster column {cluster!r} has {labels.size} study; multilevel imputation "
+            "needs at least 2"
+        )
+    sizes = np.bincount(codes, minlength=labels.size)
+    singles = labels[sizes == 1]
+    if singles.size:
+        notes.append(
+            f"{singles.size} stud{'y has' if singles.size == 1 else 'ies have'} a single "
+            f"participant ({', '.join(map(str, singles[:10]))}): their random effects are "
+            "identified only through the between-study distribution"
+        )
+
+    columns = [c for c in data.columns if c != cluster]
+    types = dict(types or {})
+    _check_names("types", types, columns, cluster)
+
+    # types and the numeric working matrix
+    variables: dict[str, Variable] = {}
+    blocks, work_names = [], []
+    for name in columns:
+        col = data[name]
+        n_missing = int(col.isna().sum())
+        if n_missing == len(col):
+            raise InputError(
+                f"variable {name!r} is missing in all {len(col)} rows; there is nothing to "
+                "impute it from — drop the column"
+            )
+        inferred = infer_type(col)
+        vtype, levels = (_coerce_type(col, types[name], inferred) if name in types
+                         else inferred)
+        block, names = _encode(col, vtype, levels)
+        start = sum(b.shape[1] for b in blocks)
+        variables[name] = Variable(name, vtype, levels, list(range(start, start + len(names))),
+                                   names, n_missing)
+        blocks.append(block)
+        work_names.extend(names)
+    work = np.column_stack(blocks) if blocks else np.empty((len(data), 0))
+    for name, v in variables.items():
+        if v.vtype == "categorical" and v.n_missing == 0:
+            notes.append(
+                f"categorical predictor {name!r} enters the imputation models as "
+                f"{len(v.cols)} dummy column(s) {v.col_names} (reference level "
+                f"{_short(v.levels[0])!r})"
+            )
+
+    incomplete = [c for c in columns if variables[c].n_missing > 0]
+    methods = _assign_methods(method, variables, incomplete, cluster, data)
+    pm = _predictor_matrix(predictor_matrix, random, variables, methods, columns, cluster)
+    visit = _visit_sequence(visit_sequence, methods, columns)
+
+    missing = {v: data[v].isna().to_numpy() for v in incomplete}
+    status = {}
+    for v in incomplete:
+        n_obs = np.bincount(codes[~missing[v]], minlength=labels.size)
+        st = np.full(labels.size, COMPLETE, dtype=np.int64)
+        st[(n_obs > 0) & (n_obs < sizes)] = SPORADIC
+        st[n_obs == 0] = SYSTEMATIC
+        status[v] = st
+    plan = Plan(data, cluster, codes, labels, variables, methods, pm, visit, work, work_names,
+                missing, status, sampler, notes)
+    _check_identifiable(plan)
+    return plan
+
+
+def _check_names(arg: str, mapping: dict, columns: list[str], cluster: str) -> None:
+    for key in mapping:
+        if key == cluster:
+            raise InputError(f"{arg}[{key!r}]: the cluster column cannot be imputed or typed")
+        if key not in columns:
+            raise InputError(f"{arg} names column {key!r}, which is not in data")
+
+
+def _encode(col: pd.Series, vtype: str, levels: list | None) -> tuple[np.ndarray, list[str]]:
+    """Numeric columns of one variable (NaN where missing)."""
+    name = str(col.name)
+    if vtype == "binary":
+        values = col.to_numpy(dtype=object)
+        out = np.full(len(col), np.nan)
+        present = col.notna().to_numpy()
+        out[present] = (values[present] == levels[1]).astype(float)
+        # 0/1-valued columns that compare unequal to the stored level (e.g. 1 vs 1.0)
+        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            out[present] = col.to_numpy(dtype=float)[present]
+        return out[:, None], [name]
+    if vtype == "categorical":
+        values = col.to_numpy(dtype=object)
+        present = col.notna().to_numpy()
+        cols, names = [], []
+        for level in levels[1:]:
+            d = np.full(len(col), np.nan)
+            d[present] = (values[present] == level).astype(float)
+            cols.append(d)
+            names.append(f"{name}{level}")
+        if not cols:
+            return np.empty((len(col), 0)), []
+        return np.column_stack(cols), names
+    return col.to_numpy(dtype=float)[:, None], [name]
+
+
+def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str],
+                    cluster: str, data: pd.DataFrame) -> dict[str, str]:
+    """Method per incomplete variable: a strategy, one method for all, or a dict."""
+    strategy = "mlmi"
+    per_var: dict[str, str] = {}
+    if method is None:
+        pass
+    elif isinstance(method, str):
+        if method in STRATEGIES:
+            strategy = method
+        else:
+            get_method(method)  # raises for unknown names
+            per_var = dict.fromkeys(incomplete, method)
+    elif isinstance(method, dict):
+        _check_names("method", method, list(variables), cluster)
+        for var, name in method.items():
+            if variables[var].n_missing == 0 and name:
+                raise InputError(
+                    f"method[{var!r}] = {name!r}, but {var!r} has no missing values"
+                )
+            if name in STRATEGIES:
+                name = STRATEGIES[name].get(variables[var].vtype, "")
+            per_var[var] = name
+    else:
+        raise InputError(
+            f"method must be None, a method or strategy name, or a dict variable -> method; "
+            f"got {type(method).__name__}"
+        )
+    table = STRATEGIES[strategy]
+    methods: dict[str, str] = {}
+    for var in incomplete:
+        v = variables[var]
+        name = per_var.get(var)
+        if name is None:
+            if v.vtype not in table:
+                raise InputError(
+                    f"variable {var!r} is {v.vtype} with {v.n_missing} missing values; mlmi "
+                    f"imputes binary, count and continuous variables (strategy {strategy!r}: "
+                    f"{table}); give method[{var!r}] = '' to leave it missing"
+                )
+            name = table[v.vtype]
+        if name:
+            info = get_method(name)
+            if "count" in info.types and v.vtype == "continuous" and \
+                    "continuous" not in info.types:
+                # say what is wrong with the values (negative / fractional)
+                _check_counts(var, data[var].dropna().to_numpy(dtype=float))
+            if v.vtype not in info.types:
+                raise InputError(
+                    f"method {name!r} imputes {' or '.join(info.types)} variables, but "
+                    f"{var!r} is {v.vtype}" + _type_hint(v)
+                )
+        methods[var] = name
+    return methods
+
+
+def _type_hint(v: Variable) -> str:
+    if v.vtype == "continuous":
+        return " (override with types={...: 'count'} if it is a count)"
+    return ""
+
+
+def _predictor_matrix(pm, random, variables, methods, columns, cluster) -> pd.DataFrame:
+    """mice's predictor matrix (targets × columns): -2 cluster, 1 fixed, 2 random slope."""
+    cols = [*columns, cluster]
+    targets = [v for v, m in methods.items() if m]
+    if pm is None:
+        out = pd.DataFrame(0, index=targets, columns=cols, dtype=np.int64)
+        for t in targets:
+            for c in columns:
+                if c != t:
+                    out.loc[t, c] = 1
+            out.loc[t, cluster] = -2
+    else:
+        if not isinstance(pm, pd.DataFrame):
+            raise InputError("predictor_matrix must be a pandas DataFrame (targets × columns)")
+        unknown = [c for c in list(pm.columns) + list(pm.index) if c not in cols]
+        if unknown:
+            raise InputError(f"predictor_matrix names unknown column(s) {unknown}")
+        bad = ~pm.isin([-2, 0, 1, 2])
+        if bad.to_numpy().any():
+            r, c = np.argwhere(bad.to_numpy())[0]
+            raise InputError(
+                f"predictor_matrix[{pm.index[r]!r}, {pm.columns[c]!r}] = {pm.iat[r, c]!r}; "
+                "use mice's codes -2 (cluster), 0 (not used), 1 (fixed), 2 (random slope)"
+            )
+        out = pd.DataFrame(0, index=targets, columns=cols, dtype=np.int64)
+        for t in targets:
+            if t not in pm.index:
+                raise InputError(f"predictor_matrix has no row for the imputed variable {t!r}")
+            for c in pm.columns:
+                out.loc[t, c] = int(pm.loc[t, c])
+            if out.loc[t, t] != 0:
+                raise InputError(f"predictor_matrix[{t!r}, {t!r}] must be 0 (a variable "
+                                 "cannot predict itself)")
+            for c in columns:
+                if out.loc[t, c] == -2:
+                    raise InputError(
+                        f"predictor_matrix[{t!r}, {c!r}] = -2, but {c!r} is not the cluster "
+                        f"column {cluster!r}"
+                    )
+    random = dict(random or {})
+    _check_names("random", random, columns, cluster)
+    for t, slopes in random.items():
+        if isinstance(slopes, str):
+            slopes = [slopes]
+        if t not in targets:
+            raise InputError(f"random[{t!r}]: {t!r} is not imputed (it has no missing values "
+                             "or no method)")
+        for s in slopes:
+            if s not in columns:
+                raise InputError(f"random[{t!r}] names {s!r}, which is not a column of data "
+                                 f"(the cluster {cluster!r} cannot have a random slope)")
+            if s == t:
+                raise InputError(f"random[{t!r}] contains {t!r} itself")
+            if out.loc[t, s] == 0:
+                raise InputError(
+                    f"random slope for {s!r} in the model of {t!r}, but {s!r} is not a "
+                    f"predictor of {t!r} (predictor_matrix code 0)"
+                )
+            out.loc[t, s] = 2
+    for t in targets:
+        info = get_method(methods[t])
+        row = out.loc[t]
+        if info.multilevel and row[cluster] != -2:
+            raise InputError(
+                f"method {info.name!r} for {t!r} is multilevel: predictor_matrix[{t!r}, "
+                f"{cluster!r}] must be -2"
+            )
+        if not info.multilevel and (row == 2).any():
+            raise InputError(
+                f"method {info.name!r} for {t!r} is single-level and cannot have random "
+                f"slopes ({list(row.index[row == 2])})"
+            )
+        for c in columns:
+            if row[c] != 0 and variables[c].n_missing and not methods.get(c):
+                raise InputError(
+                    f"{c!r} predicts {t!r} but is incomplete and not imputed; impute it or "
+                    f"set predictor_matrix[{t!r}, {c!r}] = 0"
+                )
+    return out
+
+
+def _visit_sequence(visit, methods, columns) -> list[str]:
+    targets = [c for c in columns if methods.get(c)]
+    if visit is None:
+        return targets
+    visit = list(visit)
+    for v in visit:
+        if v not in methods or not methods[v]:
+            raise InputError(f"visit_sequence names {v!r}, which is not an imputed variable "
+                             f"(imputed: {targets})")
+    missing = [t for t in targets if t not in visit]
+    if missing:
+        raise InputError(f"visit_sequence leaves out imputed variable(s) {missing}")
+    return visit
+
+
+def _check_identifiable(plan: Plan) -> None:
+    """A multilevel imputation model needs its Psi estimable: >= 2 studies observing the
+    variable, and at least as many as random effects per study (Wishart df >= q)."""
+    for t in plan.imputed_variables:
+        info = get_method(plan.methods[t])
+        if not info.multilevel:
+            continue
+        st = plan.status[t]
+        observing = plan.labels[st != SYSTEMATIC]
+        _, _, roles = plan.predictors(t)
+        q = 1 + int(np.sum(roles == 2))
+        if observing.size < 2:
+            raise ModelError(
+                f"only one study observes {t!r} (study {_short(observing[0])!r}); its "
+                "between-study covariance Psi cannot be estimated — use a single-level "
+                f"method (e.g. method={{{t!r}: 'pmm'}}) or leave it out"
+            )
+        if observing.size < q:
+            raise ModelError(
+                f"{observing.size} studies observe {t!r}, fewer than its {q} random effects "
+                "per study; Psi cannot be drawn — use fewer random slopes"
+            )
