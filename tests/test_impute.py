@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import mlmi
-from mlmi.exceptions import InputError, ModelError
+from mlmi.exceptions import ImputationWarning, InputError, ModelError
 from mlmi.simulation import ampute, generate
 
 RANDOM = {"x1": ["y"], "x2": ["y"]}
@@ -109,6 +109,7 @@ def test_continuous_variable_and_override(paper_data):
     assert imp.methods["x2"] == "2l.norm"
 
 
+@pytest.mark.filterwarnings("ignore::mlmi.exceptions.ImputationWarning")  # prior-ar's bound
 @pytest.mark.parametrize("sampler", ["exact", "prior-ar", "laplace", "marginal"])
 def test_samplers_run(paper_data, sampler):
     imp = mlmi.impute(paper_data, "st", m=1, maxit=1, random=RANDOM, seed=4, sampler=sampler)
@@ -198,7 +199,8 @@ def test_random_slope_on_non_predictor():
 def test_study_with_one_participant_is_noted():
     d = _small()
     d.loc[0, "st"] = 99  # a study of one participant
-    imp = mlmi.impute(d, "st", m=1, maxit=1, seed=1)
+    with pytest.warns(ImputationWarning, match=r"single participant \(99\)"):
+        imp = mlmi.impute(d, "st", m=1, maxit=1, seed=1)
     assert any("single participant (99)" in n for n in imp.notes)
 
 
@@ -213,7 +215,9 @@ def test_separation_is_counted():
     d = _small()
     # x1 = y exactly where observed: complete separation in x1's model
     d["x1"] = np.where(d["x1"].isna(), np.nan, d["y"])
-    imp = mlmi.impute(d, "st", m=1, maxit=2, seed=1)
+    with pytest.warns(ImputationWarning, match=r"x1: 2/2 model fits with separation of the "
+                                               "fixed effects"):
+        imp = mlmi.impute(d, "st", m=1, maxit=2, seed=1)
     dx = imp.diagnostics[imp.diagnostics.variable == "x1"]
     assert dx["fit_warnings"].str.contains("separation").all()
     assert imp.summary().loc["x1", "n_fit_warnings"] > 0
@@ -241,3 +245,19 @@ def test_bad_arguments():
         mlmi.impute(d.to_numpy(), "st")
     with pytest.raises(InputError, match="visit_sequence names 'y'"):
         mlmi.impute(d, "st", visit_sequence=["x1", "x2", "y"])
+
+
+def test_prior_ar_fallbacks_are_reported():
+    """The paper's sampler gives up on large, heterogeneous studies: counted and warned."""
+    rng = np.random.default_rng(0)  # a data set where it falls back 6 times
+    d = ampute(generate("binary", "strong", 6, rng, n_total=3000), 0.1, "mar", rng)
+    with pytest.warns(ImputationWarning, match=r"sampler fallback\(s\) to a prior draw"):
+        imp = mlmi.impute(d, "st", m=2, maxit=3, random=RANDOM, seed=2, sampler="prior-ar")
+    assert imp.summary()["fallbacks"].sum() == imp.diagnostics["fallbacks"].sum() > 0
+
+
+def test_parallel_chains_equal_serial(paper_data):
+    a = mlmi.impute(paper_data, "st", m=2, maxit=2, random=RANDOM, seed=9)
+    b = mlmi.impute(paper_data, "st", m=2, maxit=2, random=RANDOM, seed=9, n_jobs=2)
+    for v in ("x1", "x2"):
+        np.testing.assert_array_equal(a.imputations[v], b.imputations[v])

@@ -38,3 +38,9 @@ class SeparationWarning(MLMIWarning):
 
 class RankDeficiencyWarning(MLMIWarning):
     """The fixed-effects design was rank deficient; columns were dropped."""
+
+
+class ImputationWarning(MLMIWarning):
+    """Something in an imputation run that the user should know about: a fallback, a
+    model fit that did not converge, separation, a study with one participant. The
+    counts are in ``Imputed.diagnostics`` and ``Imputed.summary()``."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from ..exceptions import InputError
+from ..exceptions import ImputationWarning, InputError
 from .imputed import Imputed
 from .sampler import ChainResult, run_chain
 from .setup import Plan, make_plan
@@ -79,9 +81,52 @@ def impute(
     plan = make_plan(data, cluster, method=method, random=random,
                      predictor_matrix=predictor_matrix, visit_sequence=visit_sequence,
                      sampler=sampler, types=types)
+    for message in plan.warnings:
+        warnings.warn(message, ImputationWarning, stacklevel=2)
     seeds = np.random.SeedSequence(seed).spawn(m)
     results = _run_chains(plan, seeds, maxit, n_jobs)
-    return _collect(plan, results, m, maxit, seed)
+    imputed = _collect(plan, results, m, maxit, seed)
+    report = _report(imputed)
+    if report:
+        warnings.warn(report, ImputationWarning, stacklevel=2)
+    return imputed
+
+
+def _report(imputed: Imputed) -> str:
+    """One message with what a user must know: fallbacks, non-converged fits,
+    separation, sampler bounds exceeded, clipped draws. Singular fits and floored
+    Psi-hat are routine (a random-slope variance of 0) and stay in summary()."""
+    d = imputed.diagnostics
+    parts = []
+    for var, sub in d.groupby("variable", sort=False):
+        calls = len(sub)
+        bits = []
+        if "fallbacks" in sub and sub["fallbacks"].sum():
+            bits.append(f"{int(sub['fallbacks'].sum())} sampler fallback(s) to a prior draw")
+        if "bound_exceeded" in sub and sub["bound_exceeded"].sum():
+            bits.append(f"{int(sub['bound_exceeded'].sum())} proposal(s) above the sampler "
+                        "bound")
+        if "fit_converged" in sub and (~sub["fit_converged"].astype(bool)).sum():
+            bits.append(f"{int((~sub['fit_converged'].astype(bool)).sum())}/{calls} model "
+                        "fits not converged")
+        if "fit_warnings" in sub:
+            # separation of the fixed effects threatens the imputation model; a study
+            # whose response is constant (within-cluster) is handled by the random
+            # effects' prior and stays in the diagnostics only
+            fixed_sep = sub["fit_warnings"].map(lambda text: any(
+                part.startswith("[separation]") and "within-cluster" not in part
+                for part in text.split("; ")))
+            if fixed_sep.sum():
+                bits.append(f"{int(fixed_sep.sum())}/{calls} model fits with separation of "
+                            "the fixed effects")
+        if "clipped" in sub and sub["clipped"].sum():
+            bits.append(f"{int(sub['clipped'].sum())} draw(s) with a clipped mean")
+        if bits:
+            parts.append(f"{var}: " + ", ".join(bits))
+    if not parts:
+        return ""
+    return ("mlmi.impute: " + "; ".join(parts)
+            + " — see .diagnostics and .summary() for where")
 
 
 def _run_chains(plan: Plan, seeds, maxit: int, n_jobs: int) -> list[ChainResult]:

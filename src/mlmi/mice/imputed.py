@@ -78,7 +78,8 @@ class Imputed:
 
     @property
     def notes(self) -> list[str]:
-        return list(self.plan.notes)
+        """Set-up information and warnings (e.g. dummy coding, one-participant studies)."""
+        return list(self.plan.notes) + list(self.plan.warnings)
 
     def missingness(self) -> pd.DataFrame:
         """Per study and incomplete variable: number and share of missing values, and

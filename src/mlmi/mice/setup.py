@@ -65,7 +65,8 @@ class Plan:
     missing: dict[str, np.ndarray]
     status: dict[str, np.ndarray]
     sampler: str
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # information (e.g. dummy coding)
+    warnings: list[str] = field(default_factory=list)  # also emitted as ImputationWarning
 
     @property
     def imputed_variables(self) -> list[str]:
@@ -197,6 +198,7 @@ def make_plan(
     if sampler not in SAMPLERS:
         raise InputError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
     notes: list[str] = []
+    warns: list[str] = []
     cl = data[cluster]
     if cl.isna().any():
         raise InputError(
@@ -214,7 +216,7 @@ def make_plan(
     sizes = np.bincount(codes, minlength=labels.size)
     singles = labels[sizes == 1]
     if singles.size:
-        notes.append(
+        warns.append(
             f"{singles.size} stud{'y has' if singles.size == 1 else 'ies have'} a single "
             f"participant ({', '.join(map(str, singles[:10]))}): their random effects are "
             "identified only through the between-study distribution"
@@ -267,7 +269,7 @@ def make_plan(
         st[n_obs == 0] = SYSTEMATIC
         status[v] = st
     plan = Plan(data, cluster, codes, labels, variables, methods, pm, visit, work, work_names,
-                missing, status, sampler, notes)
+                missing, status, sampler, notes, warns)
     _check_identifiable(plan)
     return plan
 
