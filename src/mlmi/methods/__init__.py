@@ -50,8 +50,18 @@ def available_methods() -> dict[str, MethodInfo]:
     return dict(_REGISTRY)
 
 
-# importing the modules registers their methods
-from . import bin_2l, norm_2l, pois_2l  # noqa: E402, F401
+def _load_all() -> None:
+    """Import every module of this package: each registers its methods, so adding a
+    method is adding one file."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_") and mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_load_all()
 
 __all__ = [
     "COMPLETE",

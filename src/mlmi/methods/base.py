@@ -39,6 +39,9 @@ class Problem:
     sampler : how multilevel methods draw the random effects of a sporadically missing
         study: "exact", "prior-ar", "laplace" or "marginal" (see mlmi.posterior).
     state : a dict kept per (variable, chain) across iterations, e.g. for warm starts.
+    cluster_role : the study column's code in the predictor matrix: -2 for multilevel
+        methods; for single-level methods 1 = the study enters as a fixed categorical
+        predictor (one indicator per study: stratified imputation), 0 = ignored.
     """
 
     variable: str
@@ -55,6 +58,7 @@ class Problem:
     rng: np.random.Generator
     sampler: str = "exact"
     state: dict[str, Any] = field(default_factory=dict)
+    cluster_role: int = -2
 
     @property
     def n_clusters(self) -> int:
@@ -73,6 +77,14 @@ class Problem:
         W[:, 0] = 1.0
         W[:, 1:] = x[:, slopes]
         return X, W
+
+    def study_indicators(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """One 0/1 column per study (n_rows × K): the study as a fixed categorical
+        predictor without a global intercept, so each study gets its own intercept."""
+        codes = self.cluster[rows]
+        out = np.zeros((codes.shape[0], self.n_clusters))
+        out[np.arange(codes.shape[0]), codes] = 1.0
+        return out
 
     @property
     def fixed_names(self) -> list[str]:

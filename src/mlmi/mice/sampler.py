@@ -69,6 +69,7 @@ def run_chain(plan: Plan, chain: int, seed: np.random.SeedSequence, maxit: int,
                 x=work[:, cols], x_names=names, type=roles, cluster=plan.codes,
                 cluster_labels=plan.labels, status=plan.status[var], rng=rng,
                 sampler=plan.sampler, state=states[var],
+                cluster_role=int(plan.predictor_matrix.loc[var, plan.cluster]),
             )
             t0 = time.perf_counter()
             try:

@@ -381,7 +381,8 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster) -> pd.Da
             for c in columns:
                 if c != t:
                     out.loc[t, c] = 1
-            out.loc[t, cluster] = -2
+            # multilevel: the cluster; single-level: the study as fixed dummies (stratified)
+            out.loc[t, cluster] = -2 if get_method(methods[t]).multilevel else 1
     else:
         if not isinstance(pm, pd.DataFrame):
             raise InputError("predictor_matrix must be a pandas DataFrame (targets × columns)")
@@ -442,6 +443,12 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster) -> pd.Da
             raise InputError(
                 f"method {info.name!r} for {t!r} is single-level and cannot have random "
                 f"slopes ({list(row.index[row == 2])})"
+            )
+        if not info.multilevel and row[cluster] not in (0, 1):
+            raise InputError(
+                f"method {info.name!r} for {t!r} is single-level: predictor_matrix[{t!r}, "
+                f"{cluster!r}] must be 1 (the study as fixed dummies) or 0 (ignored), "
+                f"not {row[cluster]}"
             )
         for c in columns:
             if row[c] != 0 and variables[c].n_missing and not methods.get(c):
