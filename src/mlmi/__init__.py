@@ -16,8 +16,17 @@ from ._jit import invalidate_stale_caches
 
 invalidate_stale_caches()  # before any compiled kernel is imported
 
-from .analysis import MultipleFits  # noqa: E402
+from .analysis import CompleteCase, MultipleFits, complete_case  # noqa: E402
 from .glmm import GLMMResult, fit_glmm  # noqa: E402
 from .mice import Imputed, impute  # noqa: E402
 
-__all__ = ["GLMMResult", "Imputed", "MultipleFits", "__version__", "fit_glmm", "impute"]
+__all__ = [
+    "CompleteCase",
+    "GLMMResult",
+    "Imputed",
+    "MultipleFits",
+    "__version__",
+    "complete_case",
+    "fit_glmm",
+    "impute",
+]

@@ -1,5 +1,35 @@
-"""The paper's simulation study: data-generating design, amputation, runs and reports."""
+"""The paper's simulation study (METHOD.md §6): design, amputation, resumable runs on
+one machine or a Dask cluster, performance measures and the paper's tables and figures.
+
+    from mlmi import simulation as sim
+    sim.run(sim.scenarios("paper"), reps=1000, out="sim-out", seed=1)
+    sim.summarize("sim-out")
+    sim.report("sim-out", "report/")
+"""
 
 from .design import ALPHA, LAMBDA, OMEGA, ampute, generate, truth
+from .replicate import METHODS, PARAMETERS, replicate, task_seed
+from .runner import compact, load, load_errors, run
+from .scenarios import parse_scenario, scenario_id, scenarios
+from .summary import summarize
 
-__all__ = ["ALPHA", "LAMBDA", "OMEGA", "ampute", "generate", "truth"]
+__all__ = [
+    "ALPHA",
+    "LAMBDA",
+    "METHODS",
+    "OMEGA",
+    "PARAMETERS",
+    "ampute",
+    "compact",
+    "generate",
+    "load",
+    "load_errors",
+    "parse_scenario",
+    "replicate",
+    "run",
+    "scenario_id",
+    "scenarios",
+    "summarize",
+    "task_seed",
+    "truth",
+]

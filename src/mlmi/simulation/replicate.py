@@ -1,0 +1,144 @@
+"""One replication of one scenario: generate, ampute, analyse with every method.
+
+Methods (METHOD.md §4): REF (the complete data before amputation), CCA (complete
+cases), STI (stratified imputation: study dummies, logreg / pmm), MLMI (the paper's
+method, random slope for y in the imputation models) and 2STG (two-stage imputation).
+The analysis model is y ~ x1 + x2 + (1 + x1 | st): logistic for a binary outcome
+(Laplace ML, as glmer), linear for a continuous one (REML, lmer's default). Imputed
+data are pooled by Rubin's rules; the random-effect SDs omega0, omega1 are averaged over
+the imputations as in the paper (the median is kept too).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import warnings
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from .design import ampute, generate, truth
+from .scenarios import scenario_id, validate
+
+METHODS = ("REF", "CCA", "STI", "MLMI", "2STG")
+PARAMETERS = ("a0", "a1", "a2", "omega0", "omega1")
+FORMULA = "y ~ x1 + x2 + (1 + x1 | st)"
+_STRATEGY = {"STI": "stratified", "MLMI": "mlmi", "2STG": "2stage"}
+
+
+def task_seed(seed: int, scenario: dict, rep: int) -> np.random.SeedSequence:
+    """The seed of one task, from (seed, scenario, replication) only — so the numbers do
+    not depend on where or in which order tasks run, nor on the other scenarios."""
+    key = zlib.crc32(scenario_id(scenario).encode())
+    return np.random.SeedSequence(int(seed), spawn_key=(key, int(rep)))
+
+
+def replicate(scenario: dict, rep: int, seed: int, methods=METHODS, m: int = 5,
+              maxit: int = 10) -> pd.DataFrame:
+    """Run one replication; one row per method × parameter.
+
+    Columns: method, parameter, estimate, std_error, conf_low, conf_high, df (fixed
+    effects; the 95 % interval of a pooled result uses Barnard–Rubin df), median (the
+    median over the imputations, for omega), seconds (the method's run time), warnings
+    (number of warnings recorded by the method's fits), fallbacks (sampler fallbacks),
+    n_used (participants in the analysis), error ("" or the exception).
+    """
+    validate(scenario)
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown method(s) {sorted(unknown)}; use {list(METHODS)}")
+    data_seed, method_seed = task_seed(seed, scenario, rep).spawn(2)
+    rng = np.random.default_rng(data_seed)
+    complete = generate(scenario["outcome"], scenario["heterogeneity"], scenario["studies"], rng)
+    incomplete = ampute(complete, scenario["sys"], scenario["mechanism"], rng)
+    family = "binomial" if scenario["outcome"] == "binary" else "gaussian"
+    reml = family == "gaussian"
+    seeds = dict(zip(METHODS, method_seed.generate_state(len(METHODS), dtype=np.uint32),
+                     strict=True))
+    frames = []
+    for method in METHODS:
+        if method not in methods:
+            continue
+        t0 = time.perf_counter()
+        try:
+            rows = _run_method(method, complete, incomplete, family, reml, int(seeds[method]),
+                               m, maxit)
+            error = ""
+        except Exception as exc:  # recorded with the rows, never dropped
+            rows = pd.DataFrame({"parameter": PARAMETERS})
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+        rows["seconds"] = time.perf_counter() - t0
+        rows["error"] = error
+        rows.insert(0, "method", method)
+        frames.append(rows)
+    out = pd.concat(frames, ignore_index=True)
+    for col in ("estimate", "std_error", "conf_low", "conf_high", "df", "median", "warnings",
+                "fallbacks", "n_used"):
+        if col not in out:
+            out[col] = np.nan
+    return out
+
+
+def _run_method(method, complete, incomplete, family, reml, seed, m, maxit) -> pd.DataFrame:
+    from ..analysis import complete_case
+    from ..glmm import fit_glmm
+    from ..mice import impute
+
+    if method in ("REF", "CCA"):
+        if method == "REF":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = fit_glmm(FORMULA, complete, family, reml=reml)
+            n_used = len(complete)
+        else:
+            cc = complete_case(incomplete, FORMULA, family, reml=reml)
+            fit, n_used = cc.fit, cc.n_used
+        table = _wald(fit)
+        omega = fit.sd_re.to_numpy()
+        omega_median = omega
+        n_warn, fallbacks = len([w for w in fit.warnings if w.kind != "info"]), 0
+    else:
+        random = {"x1": ["y"], "x2": ["y"]} if method == "MLMI" else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imp = impute(incomplete, "st", m=m, maxit=maxit, method=_STRATEGY[method],
+                         random=random, seed=seed)
+        fits = imp.analyze(FORMULA, family, reml=reml)
+        table = fits.pool()
+        rnd = fits.pool_random()
+        omega = rnd.loc[["sd((Intercept))", "sd(x1)"], "mean"].to_numpy()
+        omega_median = rnd.loc[["sd((Intercept))", "sd(x1)"], "median"].to_numpy()
+        diag = imp.diagnostics
+        n_warn = int(sum(len([w for w in f.warnings if w.kind != "info"]) for f in fits.fits))
+        fallbacks = int(diag["fallbacks"].sum()) if "fallbacks" in diag else 0
+        n_used = len(incomplete)
+    fixed = pd.DataFrame({
+        "parameter": ["a0", "a1", "a2"],
+        "estimate": table["estimate"].to_numpy(),
+        "std_error": table["std_error"].to_numpy(),
+        "conf_low": table["conf_low"].to_numpy(),
+        "conf_high": table["conf_high"].to_numpy(),
+        "df": table["df"].to_numpy(),
+    })
+    sds = pd.DataFrame({"parameter": ["omega0", "omega1"], "estimate": omega,
+                        "median": omega_median})
+    rows = pd.concat([fixed, sds], ignore_index=True)
+    rows["warnings"] = n_warn
+    rows["fallbacks"] = fallbacks
+    rows["n_used"] = n_used
+    return rows
+
+
+def _wald(fit) -> pd.DataFrame:
+    """95 % Wald intervals of a single fit (df infinite), as lme4's confint(method="Wald")."""
+    est = fit.beta
+    se = np.sqrt(np.diag(fit.beta_cov))
+    return pd.DataFrame({"estimate": est, "std_error": se, "conf_low": est - 1.959963984540054 * se,
+                         "conf_high": est + 1.959963984540054 * se, "df": np.inf})
+
+
+def true_values(scenario: dict) -> dict[str, float]:
+    """The true value of every parameter in a scenario."""
+    return truth(scenario["heterogeneity"])

@@ -1,0 +1,69 @@
+"""The paper's grid of simulation scenarios (METHOD.md §6)."""
+
+from __future__ import annotations
+
+import itertools
+
+from ..exceptions import InputError
+from .design import MECHANISMS, OMEGA, OUTCOMES
+
+STUDIES = (6, 10, 15, 20, 30)
+SYS = (0.1, 0.3)
+KEYS = ("outcome", "heterogeneity", "studies", "sys", "mechanism")
+
+
+def scenario_id(s: dict) -> str:
+    """A stable, readable identifier, e.g. ``binary-strong-k10-sys0.3-mar``."""
+    return f"{s['outcome']}-{s['heterogeneity']}-k{s['studies']}-sys{s['sys']}-{s['mechanism']}"
+
+
+def scenarios(grid: str = "paper") -> list[dict]:
+    """The scenarios of a grid, as dicts with keys outcome ("binary"/"continuous"),
+    heterogeneity ("weak"/"moderate"/"strong"), studies (6, 10, 15, 20, 30), sys (the
+    proportion of systematically missing studies, 0.1 or 0.3) and mechanism
+    ("mcar"/"mar"). ``grid="paper"``: all 120 combinations, in a fixed order.
+    ``grid="tiny"``: 2 small scenarios for smoke tests."""
+    if grid == "paper":
+        return [dict(zip(KEYS, combo, strict=True)) for combo in itertools.product(
+            OUTCOMES, tuple(OMEGA), STUDIES, SYS, MECHANISMS)]
+    if grid == "tiny":
+        return [
+            {"outcome": "binary", "heterogeneity": "strong", "studies": 6, "sys": 0.3,
+             "mechanism": "mar"},
+            {"outcome": "continuous", "heterogeneity": "weak", "studies": 6, "sys": 0.1,
+             "mechanism": "mcar"},
+        ]
+    raise InputError(f"grid={grid!r}: use 'paper' or 'tiny'")
+
+
+def parse_scenario(text: str) -> dict:
+    """``"outcome=binary,heterogeneity=strong,studies=10,sys=0.3,mechanism=mar"`` → dict.
+    Keys left out take the paper's Table 1–3 setting (binary, 10 studies, MAR, 0.3)."""
+    s = {"outcome": "binary", "heterogeneity": "moderate", "studies": 10, "sys": 0.3,
+         "mechanism": "mar"}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise InputError(f"scenario part {part!r} must look like key=value")
+        key, value = (x.strip() for x in part.split("=", 1))
+        if key not in KEYS:
+            raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
+        s[key] = int(value) if key == "studies" else float(value) if key == "sys" else value
+    validate(s)
+    return s
+
+
+def validate(s: dict) -> None:
+    """Raise :class:`InputError` unless ``s`` is a valid scenario."""
+    missing = [k for k in KEYS if k not in s]
+    if missing:
+        raise InputError(f"scenario {s} lacks key(s) {missing}")
+    if s["outcome"] not in OUTCOMES:
+        raise InputError(f"outcome={s['outcome']!r}: use one of {list(OUTCOMES)}")
+    if s["heterogeneity"] not in OMEGA:
+        raise InputError(f"heterogeneity={s['heterogeneity']!r}: use one of {list(OMEGA)}")
+    if s["mechanism"] not in MECHANISMS:
+        raise InputError(f"mechanism={s['mechanism']!r}: use one of {list(MECHANISMS)}")
+    if not isinstance(s["studies"], int) or s["studies"] < 2 or 3000 % s["studies"]:
+        raise InputError(f"studies={s['studies']!r} must be an integer >= 2 dividing 3000")
+    if not 0 <= s["sys"] < 1:
+        raise InputError(f"sys={s['sys']!r} must be in [0, 1)")
