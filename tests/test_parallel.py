@@ -45,5 +45,5 @@ def test_dask_local_cluster_of_processes(data, serial):
 
 
 def test_bad_scheduler(data):
-    with pytest.raises(InputError, match="scheduler must be a dask.distributed.Client"):
+    with pytest.raises(InputError, match=r"scheduler must be a dask\.distributed\.Client"):
         mlmi.impute(data, "st", m=1, maxit=1, scheduler=3)

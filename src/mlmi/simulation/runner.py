@@ -190,7 +190,7 @@ class Progress:
 def _hms(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
         return "--:--"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
@@ -335,7 +335,8 @@ def _run_dask(args, handle, scheduler) -> None:
     try:
         window = 4 * max(1, sum(client.nthreads().values()))
         it = iter(args)
-        first = [client.submit(_task, *a, pure=False) for a, _ in zip(it, range(window))]
+        first = [client.submit(_task, *a, pure=False)
+                 for a, _ in zip(it, range(window), strict=False)]
         queue = as_completed(first)
         for future in queue:
             handle(future.result())
