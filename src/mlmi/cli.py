@@ -47,6 +47,38 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    """Run (or resume) the simulation study."""
+    from . import simulation as sim
+
+    if args.scenario:
+        scen = [sim.parse_scenario(text) for text in args.scenario]
+    else:
+        scen = sim.scenarios(args.grid)
+    methods = tuple(args.methods.split(",")) if args.methods else sim.METHODS
+    total = len(scen) * args.reps
+    print(f"mlmi simulate: {len(scen)} scenario(s) × {args.reps} replications = {total} tasks;"
+          f" methods {', '.join(methods)}; m={args.m}, maxit={args.maxit}, seed={args.seed};"
+          f" results in {args.out}", file=sys.stderr)
+    counts = sim.run(scen, args.reps, args.out, seed=args.seed, methods=methods, m=args.m,
+                     maxit=args.maxit, scheduler=args.scheduler, progress=not args.quiet,
+                     workers=args.workers)
+    print(f"done {counts['done']}, already there {counts['skipped']}, failed "
+          f"{counts['failed']}" + (f" (see {args.out}/errors)" if counts["failed"] else ""),
+          file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Tables and figures of a simulation run."""
+    from . import simulation as sim
+
+    written = sim.report(args.dir, args.out)
+    for path in written:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlmi",
@@ -62,14 +94,53 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--studies", type=int, default=10)
     demo.add_argument("--seed", type=int, default=2025)
     demo.set_defaults(func=_demo)
+
+    simp = sub.add_parser(
+        "simulate", help="run or resume the paper's simulation study",
+        description="Run (or resume) the simulation study: one task per scenario × "
+                    "replication, results written as they finish; a rerun computes only "
+                    "what is missing. For SLURM/PBS clusters start a Dask cluster with "
+                    "dask-jobqueue and pass its address with --scheduler.")
+    simp.add_argument("--reps", type=int, required=True, help="replications per scenario")
+    simp.add_argument("--out", required=True, help="output directory")
+    group = simp.add_mutually_exclusive_group()
+    group.add_argument("--grid", choices=["paper", "tiny"], default="paper",
+                       help="the 120 scenarios of the paper (default) or 2 small ones")
+    group.add_argument("--scenario", action="append",
+                       help="one scenario, e.g. outcome=binary,heterogeneity=strong,"
+                            "studies=10,sys=0.3,mechanism=mar (repeatable)")
+    simp.add_argument("--scheduler", default=None,
+                      help="'local' (a Dask LocalCluster) or a Dask scheduler address "
+                           "tcp://host:8786; default: local processes")
+    simp.add_argument("--workers", type=int, default=None,
+                      help="local processes (default: all cores)")
+    simp.add_argument("--seed", type=int, default=1)
+    simp.add_argument("--methods", default=None,
+                      help="comma-separated subset of REF,CCA,STI,MLMI,2STG")
+    simp.add_argument("--m", type=int, default=5, help="imputations (default 5)")
+    simp.add_argument("--maxit", type=int, default=10, help="iterations (default 10)")
+    simp.add_argument("--quiet", action="store_true", help="no progress bar")
+    simp.set_defaults(func=_simulate)
+
+    rep = sub.add_parser("report", help="tables and figures of a simulation run")
+    rep.add_argument("dir", help="the output directory of mlmi simulate")
+    rep.add_argument("--out", required=True, help="where to write tables and figures")
+    rep.set_defaults(func=_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mlmi`` command."""
+    """Entry point of the ``mlmi`` command: bad input ends with its message, not a
+    traceback."""
+    from .exceptions import MLMIError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except MLMIError as exc:
+        print(f"mlmi {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

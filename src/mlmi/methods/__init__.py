@@ -18,6 +18,9 @@ _REGISTRY: dict[str, MethodInfo] = {}
 #: strategy -> method per variable type
 STRATEGIES: dict[str, dict[str, str]] = {
     "mlmi": {"binary": "2l.bin", "count": "2l.pois", "continuous": "2l.norm"},
+    "2stage": {"binary": "2l.2stage.bin", "count": "2l.2stage.pois",
+               "continuous": "2l.2stage.norm"},
+    "stratified": {"binary": "logreg", "count": "pmm", "continuous": "norm"},
 }
 
 

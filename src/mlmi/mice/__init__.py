@@ -126,6 +126,9 @@ def _report(imputed: Imputed) -> str:
             if fixed_sep.sum():
                 bits.append(f"{int(fixed_sep.sum())}/{calls} model fits with separation of "
                             "the fixed effects")
+        if "dropped_studies" in sub and sub["dropped_studies"].fillna(0).sum():
+            bits.append(f"{int(sub['dropped_studies'].fillna(0).sum())} per-study fit(s) "
+                        "dropped (the study treated as systematically missing)")
         if "clipped" in sub and sub["clipped"].sum():
             bits.append(f"{int(sub['clipped'].sum())} draw(s) with a clipped mean")
         if bits:

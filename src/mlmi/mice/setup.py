@@ -78,6 +78,10 @@ class Plan:
         row = self.predictor_matrix.loc[target]
         cols, names, roles = [], [], []
         for var, code in row.items():
+            # the study column is not a predictor column: multilevel methods see it as
+            # the cluster, single-level ones through Problem.cluster_role
+            if var == self.cluster:
+                continue
             if code in (1, 2):
                 v = self.variables[var]
                 cols.extend(v.cols)

@@ -8,9 +8,10 @@ one machine or a Dask cluster, performance measures and the paper's tables and f
 """
 
 from .design import ALPHA, LAMBDA, OMEGA, ampute, generate, truth
-from .replicate import METHODS, PARAMETERS, replicate, task_seed
+from .grid import parse_scenario, scenario_id, scenarios
+from .replication import METHODS, PARAMETERS, replicate, task_seed
+from .reporting import report
 from .runner import compact, load, load_errors, run
-from .scenarios import parse_scenario, scenario_id, scenarios
 from .summary import summarize
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "load_errors",
     "parse_scenario",
     "replicate",
+    "report",
     "run",
     "scenario_id",
     "scenarios",

@@ -27,8 +27,8 @@ import pandas as pd
 
 from .. import __version__
 from ..exceptions import InputError
-from .replicate import METHODS, replicate
-from .scenarios import KEYS, scenario_id, validate
+from .grid import KEYS, scenario_id, validate
+from .replication import METHODS, replicate
 
 
 # ----------------------------------------------------------------------------- storage

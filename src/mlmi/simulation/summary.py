@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .design import truth
-from .scenarios import KEYS
+from .grid import KEYS
 
 MEASURES = ["n", "mean", "bias", "bias_mcse", "rmse", "rmse_mcse", "model_se",
             "model_se_mcse", "emp_se", "emp_se_mcse", "coverage", "coverage_mcse"]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .design import ampute, generate, truth
-from .scenarios import scenario_id, validate
+from .grid import scenario_id, validate
 
 METHODS = ("REF", "CCA", "STI", "MLMI", "2STG")
 PARAMETERS = ("a0", "a1", "a2", "omega0", "omega1")
