@@ -47,6 +47,101 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_methods(items: list[str] | None) -> str | dict | None:
+    """--method VAR=METHOD (repeatable) or one --method NAME for every variable."""
+    from .exceptions import InputError
+
+    if not items:
+        return None
+    if len(items) == 1 and "=" not in items[0]:
+        return items[0]
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"--method {item!r}: use VAR=METHOD, or one method/strategy name")
+        var, name = item.split("=", 1)
+        out[var.strip()] = name.strip()
+    return out
+
+
+def _parse_random(items: list[str] | None) -> dict | None:
+    """--random VAR=PRED1,PRED2 (repeatable)."""
+    from .exceptions import InputError
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"--random {item!r}: use VAR=PREDICTOR[,PREDICTOR…]")
+        var, preds = item.split("=", 1)
+        out[var.strip()] = [p.strip() for p in preds.split(",") if p.strip()]
+    return out
+
+
+def _impute(args: argparse.Namespace) -> int:
+    """Impute a user's file; write the long format (.imp, .id, then the columns)."""
+    from pathlib import Path
+
+    from .io import read_table, write_table
+    from .mice import impute
+
+    data = read_table(args.input)
+    imputed = impute(data, args.cluster, m=args.m, maxit=args.maxit,
+                     method=_parse_methods(args.method), random=_parse_random(args.random),
+                     sampler=args.sampler, seed=args.seed, n_jobs=args.jobs,
+                     progress=not args.quiet)
+    out = write_table(imputed.complete("long"), args.out)
+    stem = Path(args.out).with_suffix("")
+    diag = write_table(imputed.diagnostics, f"{stem}.diagnostics.csv")
+    if not args.quiet:
+        print(imputed, file=sys.stderr)
+        for note in imputed.notes:
+            print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {out} ({imputed.m} imputations, long format with .imp and .id) and {diag}")
+    if args.analyze:
+        fits = imputed.analyze(args.analyze, args.family)
+        _print_pooled(fits, f"{stem}.pooled.csv")
+    return 0
+
+
+def _print_pooled(fits, path) -> None:
+    import pandas as pd
+
+    from .io import write_table
+
+    pooled = fits.pool()
+    print(f"\n{fits.formula}  ({fits.family}, {fits.m} imputations, Rubin's rules)")
+    print(pooled[["estimate", "std_error", "df", "fmi", "conf_low", "conf_high",
+                  "p_value"]].round(4).to_string())
+    print("\nrandom effects (over the imputations):")
+    print(fits.pool_random().round(4).to_string())
+    table = pd.concat([pooled.reset_index(names="term")], ignore_index=True)
+    print(f"\nwrote {write_table(table, path)}")
+
+
+def _pool(args: argparse.Namespace) -> int:
+    """Analyse a long-format file (.imp, .id) and pool by Rubin's rules."""
+    from pathlib import Path
+
+    from .analysis import analyze_completed
+    from .exceptions import InputError
+    from .io import read_table
+
+    long = read_table(args.input)
+    if ".imp" not in long.columns:
+        raise InputError(f"{args.input!r} has no '.imp' column: expected the long format "
+                         "written by `mlmi impute`")
+    parts = [g.drop(columns=[c for c in (".imp", ".id") if c in g.columns])
+             for _, g in long[long[".imp"] > 0].groupby(".imp", sort=True)]
+    if len(parts) < 2:
+        raise InputError(f"{args.input!r} holds {len(parts)} imputation(s); pooling needs 2+")
+    fits = analyze_completed(parts, args.formula, args.family)
+    out = args.out or f"{Path(args.input).with_suffix('')}.pooled.csv"
+    _print_pooled(fits, out)
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     """Run (or resume) the simulation study."""
     from . import simulation as sim
@@ -94,6 +189,42 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--studies", type=int, default=10)
     demo.add_argument("--seed", type=int, default=2025)
     demo.set_defaults(func=_demo)
+
+    imp = sub.add_parser(
+        "impute", help="impute your own data file",
+        description="Multilevel multiple imputation of a CSV, Parquet or Stata file; writes "
+                    "the completed data sets in long format (.imp = imputation number, "
+                    ".id = row of the input) as CSV or Parquet, plus the diagnostics.")
+    imp.add_argument("input", help="data file: .csv, .tsv, .parquet or .dta")
+    imp.add_argument("--cluster", required=True, help="the study (cluster) column")
+    imp.add_argument("--method", action="append", metavar="VAR=METHOD",
+                     help="method for a variable (repeatable), e.g. x1=2l.bin; or one "
+                          "strategy for all: mlmi, stratified, 2stage")
+    imp.add_argument("--random", action="append", metavar="VAR=PRED[,PRED]",
+                     help="random slopes in a variable's model (repeatable), e.g. x1=y")
+    imp.add_argument("--m", type=int, default=5, help="imputations (default 5)")
+    imp.add_argument("--maxit", type=int, default=10, help="iterations (default 10)")
+    imp.add_argument("--seed", type=int, default=None)
+    imp.add_argument("--sampler", default="exact",
+                     choices=["exact", "prior-ar", "laplace", "marginal"])
+    imp.add_argument("--jobs", type=int, default=1, help="chains in parallel processes")
+    imp.add_argument("--out", required=True, help="output file (.csv or .parquet)")
+    imp.add_argument("--analyze", metavar="FORMULA",
+                     help="also fit this mixed model (lme4 syntax) and pool it")
+    imp.add_argument("--family", default="gaussian",
+                     choices=["gaussian", "binomial", "poisson"], help="for --analyze")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    imp.set_defaults(func=_impute)
+
+    pool = sub.add_parser("pool", help="analyse imputed data (long format) and pool",
+                          description="Fit a mixed model to every imputation of a long-format "
+                                      "file from `mlmi impute` and pool by Rubin's rules.")
+    pool.add_argument("input", help="long-format file with .imp and .id")
+    pool.add_argument("--formula", required=True, help="lme4-style formula")
+    pool.add_argument("--family", default="gaussian",
+                      choices=["gaussian", "binomial", "poisson"])
+    pool.add_argument("--out", default=None, help="CSV for the pooled table")
+    pool.set_defaults(func=_pool)
 
     simp = sub.add_parser(
         "simulate", help="run or resume the paper's simulation study",

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .._progress import Progress
 from ..exceptions import ImputationWarning, InputError
 from .imputed import Imputed
 from .sampler import ChainResult, run_chain
@@ -28,6 +29,7 @@ def impute(
     n_jobs: int = 1,
     types: dict | None = None,
     scheduler=None,
+    progress: bool = False,
 ) -> Imputed:
     """Multiple imputation of clustered (IPD meta-analysis) data by chained equations.
 
@@ -68,6 +70,7 @@ def impute(
     scheduler : run the chains on a Dask cluster instead: a ``dask.distributed.Client``
         or the address of a scheduler (``"tcp://host:8786"``). Each chain is one task;
         the numbers are the same as in one process.
+    progress : show a progress bar on stderr (steps of the chained equations).
 
     Returns
     -------
@@ -88,10 +91,14 @@ def impute(
     for message in plan.warnings:
         warnings.warn(message, ImputationWarning, stacklevel=2)
     seeds = np.random.SeedSequence(seed).spawn(m)
-    if scheduler is not None:
-        results = _run_chains_dask(plan, seeds, maxit, scheduler)
-    else:
-        results = _run_chains(plan, seeds, maxit, n_jobs)
+    bar = Progress(m * maxit * len(plan.visit_sequence), enabled=progress, label="impute")
+    try:
+        if scheduler is not None:
+            results = _run_chains_dask(plan, seeds, maxit, scheduler, bar)
+        else:
+            results = _run_chains(plan, seeds, maxit, n_jobs, bar)
+    finally:
+        bar.close()
     imputed = _collect(plan, results, m, maxit, seed)
     report = _report(imputed)
     if report:
@@ -139,9 +146,11 @@ def _report(imputed: Imputed) -> str:
             + " — see .diagnostics and .summary() for where")
 
 
-def _run_chains(plan: Plan, seeds, maxit: int, n_jobs: int) -> list[ChainResult]:
+def _run_chains(plan: Plan, seeds, maxit: int, n_jobs: int, bar: Progress
+                ) -> list[ChainResult]:
     if n_jobs == 1 or len(seeds) == 1:
-        return [run_chain(plan, c, s, maxit) for c, s in enumerate(seeds)]
+        return [run_chain(plan, c, s, maxit, progress=bar.update) for c, s in enumerate(seeds)]
+    per_chain = maxit * len(plan.visit_sequence)
     import multiprocessing as mp
     import os
     from concurrent.futures import ProcessPoolExecutor
@@ -150,10 +159,13 @@ def _run_chains(plan: Plan, seeds, maxit: int, n_jobs: int) -> list[ChainResult]
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = [pool.submit(run_chain, plan, c, s, maxit) for c, s in enumerate(seeds)]
+        for f in futures:
+            f.add_done_callback(lambda _f: bar.update(n=per_chain))
         return [f.result() for f in futures]
 
 
-def _run_chains_dask(plan: Plan, seeds, maxit: int, scheduler) -> list[ChainResult]:
+def _run_chains_dask(plan: Plan, seeds, maxit: int, scheduler, bar: Progress
+                     ) -> list[ChainResult]:
     """One Dask task per chain; each chain's generator comes from its own spawned seed,
     so where a chain runs does not change its numbers."""
     try:
@@ -171,6 +183,9 @@ def _run_chains_dask(plan: Plan, seeds, maxit: int, scheduler) -> list[ChainResu
         shared = client.scatter(plan, broadcast=True)
         futures = [client.submit(run_chain, shared, c, s, maxit, pure=False)
                    for c, s in enumerate(seeds)]
+        per_chain = maxit * len(plan.visit_sequence)
+        for f in futures:
+            f.add_done_callback(lambda _f: bar.update(n=per_chain))
         return client.gather(futures)
     finally:
         if own:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from .. import __version__
+from .._progress import Progress
 from ..exceptions import InputError
 from .grid import KEYS, scenario_id, validate
 from .replication import METHODS, replicate
@@ -152,50 +151,6 @@ def _task(scenario: dict, rep: int, seed: int, methods, m: int, maxit: int):
             traceback.format_exc()
 
 
-class Progress:
-    """A one-line progress bar on stderr: done / total, failures, elapsed, ETA."""
-
-    def __init__(self, total: int, enabled: bool = True, stream=None):
-        self.total, self.done, self.failed = total, 0, 0
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.t0 = time.perf_counter()
-        self._last = 0.0
-
-    def update(self, ok: bool) -> None:
-        self.done += 1
-        self.failed += 0 if ok else 1
-        now = time.perf_counter()
-        if self.enabled and (now - self._last > 0.5 or self.done == self.total):
-            self._last = now
-            self.stream.write("\r" + self.line())
-            self.stream.flush()
-
-    def line(self) -> str:
-        elapsed = time.perf_counter() - self.t0
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        pct = 100.0 * self.done / self.total if self.total else 100.0
-        width = 30
-        fill = int(width * self.done / self.total) if self.total else width
-        return (f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} ({pct:.1f}%)"
-                f"  failures {self.failed}  elapsed {_hms(elapsed)}  ETA {_hms(eta)}   ")
-
-    def close(self) -> None:
-        if self.enabled and self.total:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _hms(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
-        return "--:--"
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 # ----------------------------------------------------------------------------- run
 def run(
     scenarios: Iterable[dict],
@@ -252,7 +207,7 @@ def run(
                 skipped += 1
             else:
                 todo.append((s, r))
-    bar = Progress(len(todo), enabled=progress)
+    bar = Progress(len(todo), enabled=progress, label="simulate")
     failed = 0
 
     def handle(result) -> None:
