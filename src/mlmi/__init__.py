@@ -19,6 +19,7 @@ invalidate_stale_caches()  # before any compiled kernel is imported
 from .analysis import CompleteCase, MultipleFits, complete_case  # noqa: E402
 from .glmm import GLMMResult, fit_glmm  # noqa: E402
 from .mice import Imputed, impute  # noqa: E402
+from . import datasets, plots, simulation  # noqa: E402
 
 __all__ = [
     "CompleteCase",
@@ -27,6 +28,9 @@ __all__ = [
     "MultipleFits",
     "__version__",
     "complete_case",
+    "datasets",
     "fit_glmm",
     "impute",
+    "plots",
+    "simulation",
 ]

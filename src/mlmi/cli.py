@@ -12,6 +12,15 @@ from . import __version__
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """The applied demonstration (see mlmi.demo)."""
+    from .demo import run_demo
+
+    m, maxit = (100, 20) if args.full else (args.m, args.maxit)
+    run_demo(args.out, m=m, maxit=maxit, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+def _glmm_demo(args: argparse.Namespace) -> int:
     """Fit the paper's analysis model to data of its design and show the truth."""
     from .glmm import fit_glmm
     from .simulation import generate, truth
@@ -182,13 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mlmi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the demonstration on data of the paper's design")
-    demo.add_argument("--outcome", choices=["binary", "continuous"], default="binary")
-    demo.add_argument("--heterogeneity", choices=["weak", "moderate", "strong"],
-                      default="moderate")
-    demo.add_argument("--studies", type=int, default=10)
+    demo = sub.add_parser(
+        "demo", help="the applied demonstration: a CKD-like IPD meta-analysis",
+        description="Generate a synthetic CKD-like IPD meta-analysis (15 studies, the "
+                    "paper's missingness pattern), impute it with STI, MLMI and 2STG, "
+                    "analyse it with CCA and after imputation, and compare with the truth.")
+    demo.add_argument("--out", default=None, help="folder for tables and figures")
+    demo.add_argument("--m", type=int, default=20, help="imputations (default 20)")
+    demo.add_argument("--maxit", type=int, default=10, help="iterations (default 10)")
     demo.add_argument("--seed", type=int, default=2025)
+    demo.add_argument("--full", action="store_true",
+                      help="the paper's settings: m = 100, maxit = 20")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+
+    gd = sub.add_parser("glmm-demo", help="fit the paper's analysis model to data of its "
+                                          "design and show the estimates beside the truth")
+    gd.add_argument("--outcome", choices=["binary", "continuous"], default="binary")
+    gd.add_argument("--heterogeneity", choices=["weak", "moderate", "strong"],
+                    default="moderate")
+    gd.add_argument("--studies", type=int, default=10)
+    gd.add_argument("--seed", type=int, default=2025)
+    gd.set_defaults(func=_glmm_demo)
 
     imp = sub.add_parser(
         "impute", help="impute your own data file",

@@ -247,6 +247,8 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
             beta_cov = fisher_cov
     else:
         beta_cov = fisher_cov
+    if not opt.converged and hessian is not None:
+        opt.converged = _lme4_gradient_check(opt, hessian, p, q)
     const = 0.0
     if fam.code == POISSON:
         from scipy.special import gammaln
@@ -273,6 +275,27 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
         ))
     res.warnings = warnings_
     return res
+
+
+def _lme4_gradient_check(opt: OptimResult, hessian: np.ndarray, p: int, q: int,
+                         tol: float = 0.002) -> bool:
+    """lme4's convergence check (``checkConv``, ``check.conv.grad``): converged if, for
+    every parameter not on the boundary, the smaller of |gradient| and |Hessian-scaled
+    gradient| is below ``tol`` on the deviance scale (our objective is deviance / 2).
+    The scaled gradient L^{-1} g (H = L L') is the remaining Newton step in standard-error
+    units, so a large data set with a flat optimum is not flagged merely because its raw
+    gradient is large."""
+    lam_diag = np.diag(theta_to_lambda(opt.par[p:], q))
+    on_boundary = {p + t for t, c in zip(theta_diagonal_index(q), range(q), strict=True)
+                   if lam_diag[c] < SINGULAR_TOL}
+    free = [t for t in range(opt.par.size) if t not in on_boundary]
+    g = 2.0 * opt.grad[free]  # deviance scale
+    try:
+        L = np.linalg.cholesky(2.0 * hessian[np.ix_(free, free)])
+    except np.linalg.LinAlgError:
+        return False
+    scaled = np.linalg.solve(L, g)
+    return bool(np.max(np.minimum(np.abs(g), np.abs(scaled))) < tol)
 
 
 def _common_warnings(res: GLMMResult, opt: OptimResult, warnings_: list, newton_failures=0):
