@@ -16,10 +16,10 @@ from ._jit import invalidate_stale_caches
 
 invalidate_stale_caches()  # before any compiled kernel is imported
 
+from . import datasets, plots, simulation  # noqa: E402
 from .analysis import CompleteCase, MultipleFits, complete_case  # noqa: E402
 from .glmm import GLMMResult, fit_glmm  # noqa: E402
 from .mice import Imputed, impute  # noqa: E402
-from . import datasets, plots, simulation  # noqa: E402
 
 __all__ = [
     "CompleteCase",
