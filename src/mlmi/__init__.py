@@ -16,7 +16,6 @@ from ._jit import invalidate_stale_caches
 
 invalidate_stale_caches()  # before any compiled kernel is imported
 
-from . import datasets, plots, simulation  # noqa: E402
 from .analysis import CompleteCase, MultipleFits, complete_case  # noqa: E402
 from .glmm import GLMMResult, fit_glmm  # noqa: E402
 from .mice import Imputed, impute  # noqa: E402
@@ -34,3 +33,14 @@ __all__ = [
     "plots",
     "simulation",
 ]
+
+
+def __getattr__(name: str):
+    """``mlmi.plots``, ``mlmi.simulation`` and ``mlmi.datasets`` load on first use, so
+    ``import mlmi`` does not pull in matplotlib (nor does every worker process)."""
+    if name in ("datasets", "plots", "simulation"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
