@@ -139,6 +139,9 @@ def _factorize(groups: np.ndarray, group_name: str) -> tuple[np.ndarray, np.ndar
     """Sorted unique labels and integer codes; a missing label is an error."""
     import pandas as pd
 
+    if groups.dtype.kind in "iu":  # integer labels (the imputation loop's study codes)
+        labels, codes = np.unique(groups, return_inverse=True)
+        return labels, codes.astype(np.int64)
     s = pd.Series(groups)
     if s.isna().any():
         raise InputError(

@@ -114,7 +114,10 @@ def fit_arrays(
             )
         result = _fit_lmm(design, reml, st, maxiter)
     else:
-        work = design.compressed()
+        # a warm start from a fit whose rows could not be merged (continuous data) says
+        # the same will be true now: skip the attempt
+        tried = isinstance(start, GLMMResult) and not start.rows_merged
+        work = design if tried else design.compressed()
         if nagq > 1:
             from .agq import fit_agq
 
@@ -123,6 +126,7 @@ def fit_arrays(
             result = _fit_glmm_laplace(work, fam, st, vcov, maxiter)
     result.warnings = notes + result.warnings
     result.dropped = dropped
+    result.rows_merged = fam.code != GAUSSIAN and work is not design
     return result
 
 

@@ -95,6 +95,7 @@ class GLMMResult:
     warnings: list[FitWarning] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     hessian: np.ndarray | None = None  # of -loglik in (beta, theta), for warm starts
+    rows_merged: bool = False  # identical rows of a cluster were merged (compress.py)
     formula: str | None = None
     response: str | None = None
     group: str | None = None
