@@ -129,9 +129,12 @@ C_SCALE = 1.2
 PRIOR_AR_CAP = 250
 #: ``"exact"``: proposals per study in the first batch; later batches grow 4×
 FIRST_BATCH = 8
-#: ``"exact"``: proposals for one draw after which it raises RuntimeError (a broken
-#: bound; at the acceptance rates seen, >= 0.04, this never happens)
-EXACT_CAP = 100_000
+#: ``"exact"``: proposals for one draw after which the study's draw falls back to the
+#: Laplace normal (counted in ``fallbacks``). At the acceptance rates seen on sane
+#: posteriors (>= 0.04) this never happens; it guards against degenerate inputs (e.g. an
+#: exploded Psi* from an inverse-Wishart draw with very few studies) that would
+#: otherwise end the whole imputation.
+EXACT_CAP = 20_000
 _BOUND_MAXIT = 40
 _BOUND_TOL = 2e-2  # Newton decrement at which the bound search stops (= its margin)
 #: margin added to a bound found where r is not concave (a flat ring)
@@ -1047,8 +1050,15 @@ def _draw_one_study(st: _Study, size, rng, method, sigma, stats):
             used += u_
             exceeded += e_
             rate = max(filled / used, 1e-3)
-            if used > EXACT_CAP * size:  # pragma: no cover - a broken bound, never seen
-                raise RuntimeError("exact sampler: acceptance rate below 1e-5")
+            if used > EXACT_CAP * size and filled < size:
+                # degenerate posterior: the rest from the Laplace normal, counted
+                rest = np.empty((size - filled, q))
+                _normal_draws(st.U, st.L, np.zeros(size - filled, dtype=np.int64),
+                              rng.standard_normal((size - filled, q)), rest)
+                out[filled:] = rest
+                if stats is not None:
+                    stats.add(size, used, filled, exceeded, size - filled)
+                return out
         if stats is not None:
             stats.add(size, used, size, exceeded, 0)
         return out
@@ -1133,8 +1143,14 @@ def draw_many(
                                st.U, st.B, NU_T, st.logM, todo, T, logu, out, done)
             todo = idx[~done]
             total_m += m
-            if total_m > EXACT_CAP and todo.shape[0]:  # pragma: no cover - never seen
-                raise RuntimeError("exact sampler: acceptance rate below 1e-5")
+            if total_m > EXACT_CAP and todo.shape[0]:
+                # degenerate posteriors: their draws from the Laplace normal, counted
+                rest = np.empty((todo.shape[0], q))
+                _normal_draws(st.U, st.L, todo, rng.standard_normal((todo.shape[0], q)), rest)
+                out[todo] = rest
+                if stats is not None:
+                    stats.add(k, tot[0], tot[1], tot[2], todo.shape[0])
+                return out @ lam.T
             m *= 4
         if stats is not None:
             stats.add(k, tot[0], tot[1], tot[2], 0)

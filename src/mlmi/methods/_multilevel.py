@@ -18,7 +18,7 @@ import numpy as np
 
 from ..glmm import fit_arrays, get_family
 from ..posterior import SamplerStats, draw_many
-from .base import SPORADIC, SYSTEMATIC, Draw, Problem
+from .base import SPORADIC, SYSTEMATIC, Draw, Problem, count_mean_cap
 
 #: eigenvalues of Lambda_hat below this share of its trace are floored (singular fit)
 PSI_FLOOR = 1e-8
@@ -103,9 +103,9 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
     eta = X[miss] @ beta_star + np.einsum("ij,ij->i", W[miss], b_star[problem.cluster[miss]])
     clipped = 0
     if fam.name == "poisson":
-        # a mean above e^20 is not a count anyone measured: clip and count it
-        clipped = int(np.sum(eta > 20.0))
-        eta = np.minimum(eta, 20.0)
+        cap = count_mean_cap(problem.y[obs])
+        clipped = int(np.sum(eta > cap))
+        eta = np.minimum(eta, cap)
     values = fam.sample(eta, rng, sigma_star)
 
     return Draw(values, {

@@ -41,7 +41,8 @@ Shared machinery of ``2l.2stage.bin``, ``2l.2stage.pois`` and ``2l.2stage.norm``
    ``theta_i ~ N(beta*, Psi*)``.
 
 5. The missing values are drawn from the study's GLM with ``theta_i`` (Bernoulli,
-   Poisson with the mean clipped at e^20 and counted as the multilevel methods do, or
+   Poisson with the mean clipped at 10 × (largest observed count + 1) and counted, as
+   the multilevel methods do (``base.count_mean_cap``), or
    normal with the study's sigma_i* — see :func:`twostage_norm`). (micemd replaces a
    Poisson draw that overflows by the mean of the others.)
 
@@ -74,7 +75,7 @@ from ..exceptions import ModelError
 from ..glm import fit_glm
 from ..metaanalysis import MVMAResult, mvma
 from ._multilevel import draw_beta
-from .base import SPORADIC, SYSTEMATIC, Draw, Problem
+from .base import SPORADIC, SYSTEMATIC, Draw, Problem, count_mean_cap
 
 #: R's glm.control(): relative deviance tolerance and iteration limit
 IRLS_TOL = 1e-8
@@ -86,8 +87,6 @@ MIN_DF_NORM = 4
 #: a study design whose column-normalised X'X has an eigenvalue below this is rank
 #: deficient (|correlation| within ~1e-10 of 1; R's QR tolerance 1e-7 on norms)
 RANK_TOL = 1e-12
-#: Poisson means above e^ETA_MAX are clipped (as the multilevel methods do)
-ETA_MAX = 20.0
 
 _EPS = np.finfo(float).eps
 _OK, _NOT_CONVERGED, _FAILED = 0, 1, 2
@@ -386,8 +385,9 @@ def twostage_glm(problem: Problem, family: str, method: str) -> Draw:
     if family == "binomial":
         values = (rng.random(miss.size) < expit(eta)).astype(float)
     else:
-        clipped = int(np.sum(eta > ETA_MAX))
-        values = rng.poisson(np.exp(np.minimum(eta, ETA_MAX))).astype(float)
+        cap = count_mean_cap(problem.y[problem.ry])
+        clipped = int(np.sum(eta > cap))
+        values = rng.poisson(np.exp(np.minimum(eta, cap))).astype(float)
     info = _base_info(problem, fits, stage, miss_studies)
     info["clipped"] = clipped
     info["fit_warnings"] = stage.warnings

@@ -96,6 +96,19 @@ class Problem:
                                  if t == 2)]
 
 
+def count_mean_cap(observed: np.ndarray) -> float:
+    """Upper bound on the log-mean of an imputed count: 10 × (largest observed count + 1).
+
+    A Poisson imputation model with few studies can draw an extreme Psi* (the inverse
+    Wishart with df = number of observing studies has infinite variance when df <= q + 3)
+    and, through a systematically missing study's prior draw, means of millions — values
+    no one measured, which then wreck the models that use the variable as a predictor.
+    Methods clip the linear predictor here and count every clipped row (``info["clipped"]``,
+    reported at the end of :func:`mlmi.impute`)."""
+    top = float(np.max(observed)) if observed.size else 0.0
+    return float(np.log(10.0 * (top + 1.0)))
+
+
 @dataclass
 class Draw:
     """The result of one univariate step: ``values`` for the rows where ``wy`` is True

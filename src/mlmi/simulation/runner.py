@@ -244,8 +244,26 @@ def _check_meta(out: Path, settings: dict) -> None:
                 "another output directory"
             )
     else:
-        _atomic_write_bytes(meta, json.dumps({**settings, "mlmi": __version__},
-                                             indent=2).encode())
+        _atomic_write_bytes(meta, json.dumps({**settings, "mlmi": __version__,
+                                              "code": _source_commit()}, indent=2).encode())
+
+
+def _source_commit() -> str | None:
+    """The git commit of the mlmi source tree (for an editable install), else None —
+    so a results folder says which code made it."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=Path(__file__).parent, capture_output=True, text=True,
+                               timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if res.returncode != 0:
+        return None
+    return res.stdout.strip() + ("+modified" if dirty.stdout.strip() else "")
 
 
 def _run_local(args, handle, workers: int | None) -> None:
