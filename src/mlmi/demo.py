@@ -75,8 +75,11 @@ def run_demo(out: str | Path | None = None, *, m: int = 20, maxit: int = 10, see
     say(f"synthetic data: {data['study'].nunique()} studies, {len(data)} participants "
         f"(seed {seed}); m = {m} imputations, {maxit} iterations\n")
     miss = missingness_table(data)
-    say("% missing per study (100 = systematically missing: never measured there)")
-    say(miss.to_string())
+    say("% missing per study; 'sys' = systematically missing (never measured in that study)")
+    shown = miss.astype(object)
+    for c in shown.columns[1:]:
+        shown[c] = [f"{v} sys" if v == 100 else str(v) for v in miss[c]]
+    say(shown.to_string())
     say("")
     results: dict[str, dict] = {}
     # REF: the same model on the data before amputation — what each method should
