@@ -251,7 +251,7 @@ def test_prior_ar_fallbacks_are_reported():
     """The paper's sampler gives up on large, heterogeneous studies: counted and warned."""
     rng = np.random.default_rng(0)  # a data set where it falls back 6 times
     d = ampute(generate("binary", "strong", 6, rng, n_total=3000), 0.1, "mar", rng)
-    with pytest.warns(ImputationWarning, match=r"sampler fallback\(s\) to a prior draw"):
+    with pytest.warns(ImputationWarning, match=r"sampler fallback\(s\) \(prior-ar: the prior draw"):
         imp = mlmi.impute(d, "st", m=2, maxit=3, random=RANDOM, seed=2, sampler="prior-ar")
     assert imp.summary()["fallbacks"].sum() == imp.diagnostics["fallbacks"].sum() > 0
 
@@ -261,3 +261,13 @@ def test_parallel_chains_equal_serial(paper_data):
     b = mlmi.impute(paper_data, "st", m=2, maxit=2, random=RANDOM, seed=9, n_jobs=2)
     for v in ("x1", "x2"):
         np.testing.assert_array_equal(a.imputations[v], b.imputations[v])
+
+
+def test_binary_coded_1_2_declared_binary():
+    d = _small()
+    d["z"] = np.where(np.random.default_rng(3).random(len(d)) < 0.4, 2.0, 1.0)
+    d.loc[d.index[::9], "z"] = np.nan
+    imp = mlmi.impute(d, "st", m=1, maxit=1, types={"z": "binary"}, seed=1)
+    assert imp.methods["z"] == "2l.bin"
+    done = imp.complete(1)
+    assert set(done["z"].unique()) <= {1.0, 2.0} and done["z"].notna().all()

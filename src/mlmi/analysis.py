@@ -90,11 +90,14 @@ def analyze_completed(datasets: list[pd.DataFrame], formula: str, family: str = 
                       **kwargs) -> MultipleFits:
     """Fit ``formula`` to each completed data set; warnings are recorded on each fit
     (see ``MultipleFits.warnings``) rather than printed m times."""
+    from ._threads import single_threaded_blas
+
     fits = []
-    for d in datasets:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fits.append(fit_glmm(formula, d, family, **kwargs))
+    with single_threaded_blas():
+        for d in datasets:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fits.append(fit_glmm(formula, d, family, **kwargs))
     return MultipleFits(fits, formula, family)
 
 
@@ -164,4 +167,5 @@ def complete_case(data: pd.DataFrame, formula: str, family: str = "gaussian",
         warnings.simplefilter("ignore")
         fit = fit_glmm(formula, used, family, **kwargs)
     dropped = [s for s in all_studies if s not in set(kept_studies)]
-    return CompleteCase(fit, len(data), int(keep.sum()), list(kept_studies), dropped)
+    return CompleteCase(fit, len(data), int(keep.sum()), pd.Series(kept_studies).tolist(),
+                        pd.Series(dropped, dtype=object).tolist())

@@ -7,9 +7,9 @@ with known within-study covariance ``S_i``, and
 
 Three estimators of the between-study covariance ``Psi`` (as R's ``mvmeta``):
 
-``"mm"`` — the method of moments of Jackson, White & Riley (2013, Stat Med 32:1926),
-    the matrix generalisation of DerSimonian & Laird (it is Chen, Manning & Dupuis'
-    2012 estimator when there are no covariates). With fixed-effect weights
+``"mm"`` — the method of moments of Jackson, White & Riley (2013, Biometrical
+    Journal 55:231-245), the matrix generalisation of DerSimonian & Laird (it is
+    Chen, Manning & Dupuis' 2012 estimator when there are no covariates). With fixed-effect weights
     ``W_i = S_i^{-1}``, ``W+ = sum W_i`` and the fixed-effect mean
     ``y_bar = W+^{-1} sum W_i y_i``, the matrix ``Q = sum_i W_i (y_i - y_bar)(y_i - y_bar)'``
     has expectation ``(k - 1) I + C Psi`` with ``C = W+ - sum_i W_i W+^{-1} W_i``

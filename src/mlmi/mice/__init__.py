@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._progress import Progress
+from .._threads import single_threaded_blas
 from ..exceptions import ImputationWarning, InputError
 from .imputed import Imputed
 from .sampler import ChainResult, run_chain
@@ -90,6 +91,11 @@ def impute(
                      sampler=sampler, types=types)
     for message in plan.warnings:
         warnings.warn(message, ImputationWarning, stacklevel=2)
+    with single_threaded_blas():
+        return _impute(plan, m, maxit, seed, n_jobs, scheduler, progress)
+
+
+def _impute(plan: Plan, m, maxit, seed, n_jobs, scheduler, progress) -> Imputed:
     seeds = np.random.SeedSequence(seed).spawn(m)
     bar = Progress(m * maxit * len(plan.visit_sequence), enabled=progress, label="impute")
     try:
@@ -102,7 +108,7 @@ def impute(
     imputed = _collect(plan, results, m, maxit, seed)
     report = _report(imputed)
     if report:
-        warnings.warn(report, ImputationWarning, stacklevel=2)
+        warnings.warn(report, ImputationWarning, stacklevel=4)
     return imputed
 
 
@@ -116,7 +122,8 @@ def _report(imputed: Imputed) -> str:
         calls = len(sub)
         bits = []
         if "fallbacks" in sub and sub["fallbacks"].sum():
-            bits.append(f"{int(sub['fallbacks'].sum())} sampler fallback(s) to a prior draw")
+            bits.append(f"{int(sub['fallbacks'].sum())} sampler fallback(s) (prior-ar: the "
+                        "prior draw after 250 proposals; exact: the Laplace draw)")
         if "bound_exceeded" in sub and sub["bound_exceeded"].sum():
             bits.append(f"{int(sub['bound_exceeded'].sum())} proposal(s) above the sampler "
                         "bound")
@@ -134,8 +141,11 @@ def _report(imputed: Imputed) -> str:
                 bits.append(f"{int(fixed_sep.sum())}/{calls} model fits with separation of "
                             "the fixed effects")
         if "dropped_studies" in sub and sub["dropped_studies"].fillna(0).sum():
+            spor = int(sub["dropped_sporadic"].fillna(0).sum()) if "dropped_sporadic" in sub \
+                else 0
             bits.append(f"{int(sub['dropped_studies'].fillna(0).sum())} per-study fit(s) "
-                        "dropped (the study treated as systematically missing)")
+                        f"dropped from the meta-analysis ({spor} in studies with sporadically "
+                        "missing values, imputed from the prior instead)")
         if "clipped" in sub and sub["clipped"].sum():
             bits.append(f"{int(sub['clipped'].sum())} draw(s) with a clipped mean")
         if bits:

@@ -198,7 +198,7 @@ def _restore(col: pd.Series, miss: np.ndarray, values: np.ndarray, spec) -> pd.S
                 return out.astype(col.dtype)
             out.iloc[np.flatnonzero(miss)] = fill.to_numpy()
             return out
-        out.iloc[np.flatnonzero(miss)] = labels.astype(float)
+        out.iloc[np.flatnonzero(miss)] = np.array([lv[k] for k in labels], dtype=float)
         return out.astype(col.dtype)
     if spec.vtype == "count":
         out.iloc[np.flatnonzero(miss)] = np.round(values)

@@ -50,6 +50,13 @@ def initial_values(plan: Plan, work: np.ndarray, rng: np.random.Generator) -> No
 def run_chain(plan: Plan, chain: int, seed: np.random.SeedSequence, maxit: int,
               progress=None) -> ChainResult:
     """Run one chain of ``maxit`` iterations with its own random generator."""
+    from .._threads import single_threaded_blas
+
+    with single_threaded_blas():  # also in worker processes
+        return _run_chain(plan, chain, seed, maxit, progress)
+
+
+def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResult:
     rng = np.random.default_rng(seed)
     work = plan.work.copy()
     initial_values(plan, work, rng)

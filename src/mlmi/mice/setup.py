@@ -293,10 +293,9 @@ def _encode(col: pd.Series, vtype: str, levels: list | None) -> tuple[np.ndarray
         values = col.to_numpy(dtype=object)
         out = np.full(len(col), np.nan)
         present = col.notna().to_numpy()
+        # the second level is coded 1 (1 == 1.0, so 0/1 columns of any numeric dtype
+        # keep their values; a 1/2 column becomes 0/1)
         out[present] = (values[present] == levels[1]).astype(float)
-        # 0/1-valued columns that compare unequal to the stored level (e.g. 1 vs 1.0)
-        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-            out[present] = col.to_numpy(dtype=float)[present]
         return out[:, None], [name]
     if vtype == "categorical":
         values = col.to_numpy(dtype=object)
@@ -397,7 +396,7 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster) -> pd.Da
         if bad.to_numpy().any():
             r, c = np.argwhere(bad.to_numpy())[0]
             raise InputError(
-                f"predictor_matrix[{pm.index[r]!r}, {pm.columns[c]!r}] = {pm.iat[r, c]!r}; "
+                f"predictor_matrix[{pm.index[r]!r}, {pm.columns[c]!r}] = {pm.iat[r, c]}; "
                 "use mice's codes -2 (cluster), 0 (not used), 1 (fixed), 2 (random slope)"
             )
         out = pd.DataFrame(0, index=targets, columns=cols, dtype=np.int64)

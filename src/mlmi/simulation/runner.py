@@ -137,8 +137,11 @@ def _task(scenario: dict, rep: int, seed: int, methods, m: int, maxit: int):
     """Run one replication in a worker; never raises (errors are returned)."""
     import traceback
 
+    from .._threads import single_threaded_blas
+
     try:
-        frame = replicate(scenario, rep, seed, methods=methods, m=m, maxit=maxit)
+        with single_threaded_blas():
+            frame = replicate(scenario, rep, seed, methods=methods, m=m, maxit=maxit)
         for key in reversed(KEYS):
             frame.insert(0, key, scenario[key])
         frame.insert(len(KEYS), "scenario", scenario_id(scenario))
