@@ -271,3 +271,15 @@ def test_binary_coded_1_2_declared_binary():
     assert imp.methods["z"] == "2l.bin"
     done = imp.complete(1)
     assert set(done["z"].unique()) <= {1.0, 2.0} and done["z"].notna().all()
+
+
+def test_draw_beta_refuses_a_non_finite_covariance():
+    """A failed fit's NaN covariance is a named error, not numpy's LinAlgError."""
+    from mlmi.methods._multilevel import draw_beta
+
+    cov = np.eye(2)
+    cov[0, 1] = np.nan
+    with pytest.raises(ModelError, match="not finite"):
+        draw_beta(np.zeros(2), cov, np.random.default_rng(0))
+    draw = draw_beta(np.zeros(2), np.eye(2), np.random.default_rng(0))
+    assert draw.shape == (2,) and np.all(np.isfinite(draw))

@@ -178,11 +178,16 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, j
                 s[r] = acc
             big = 0.0
             for r in range(q):
-                big = max(big, abs(s[r]))
-            if big < 1.0:  # a wild extrapolation is worse than none
+                if not abs(s[r]) < 1.0:  # also NaN: a wild extrapolation is worse than none
+                    big = np.inf
+            if big < 1.0:
                 for r in range(q):
                     ui[r] += s[r]
         obj, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        if not ok:  # a bad warm start: once more from the prior mean
+            for r in range(q):
+                ui[r] = 0.0
+            obj, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
         if not ok:
             failed += 1
         total += obj + 0.5 * chol_logdet(H)
@@ -287,7 +292,11 @@ def laplace_details(beta, lam, y, wt, X, W, starts, fam, u, cond_inv, fisher):
     for i in range(k):
         a, b = starts[i], starts[i + 1]
         ui = u[i]
-        _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        _, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        if not ok:  # a bad warm start: once more from the prior mean
+            for r in range(q):
+                ui[r] = 0.0
+            _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
         chol_inverse(H, Hinv)
         for r in range(q):
             for c in range(q):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import ModelError
 from ..glmm import fit_arrays, get_family
 from ..posterior import SamplerStats, draw_many
 from .base import SPORADIC, SYSTEMATIC, Draw, Problem, count_mean_cap
@@ -26,7 +27,13 @@ PSI_FLOOR = 1e-8
 
 def draw_beta(beta_hat: np.ndarray, cov: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """beta* ~ N(beta_hat, cov), via the symmetric square root (robust to a
-    semi-definite cov)."""
+    semi-definite cov). A non-finite cov (a failed fit) is an error, not a draw."""
+    if not np.all(np.isfinite(cov)):
+        raise ModelError(
+            "the covariance of the fixed effects of the imputation model is not finite "
+            "(the model fit failed); check this variable's predictors for collinearity or "
+            "separation, or impute it with a simpler model"
+        )
     w, V = np.linalg.eigh(0.5 * (cov + cov.T))
     root = V * np.sqrt(np.clip(w, 0.0, None))
     return beta_hat + root @ rng.standard_normal(beta_hat.size)
