@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -96,6 +97,63 @@ def test_killed_run_resumes_without_loss_or_duplicates(clean_run, tmp_path):
     assert res.returncode == 0, res.stderr
     assert not list(out.rglob(".*.tmp"))
     pd.testing.assert_frame_equal(_estimates(out), _estimates(clean_run))
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_workers_exit_when_the_driver_is_killed(tmp_path):
+    """SIGKILL only the driver of a 2-process run: its workers stop within seconds
+    instead of computing results nobody collects (they used to keep running)."""
+    cmd = [sys.executable, "-m", "mlmi", "simulate", "--grid", "tiny", "--reps", "50",
+           "--out", str(tmp_path / "orphans"), "--seed", "5", "--m", "2", "--maxit", "2",
+           "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            workers = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+            if len(workers) == 2 and list((tmp_path / "orphans").glob("tasks/*/rep-*")):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the run did not start two workers")
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 15
+        while time.time() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_local_processes_and_dask_give_identical_numbers(clean_run, tmp_path):

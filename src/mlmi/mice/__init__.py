@@ -165,9 +165,12 @@ def _run_chains(plan: Plan, seeds, maxit: int, n_jobs: int, bar: Progress
     import os
     from concurrent.futures import ProcessPoolExecutor
 
+    from .._workers import exit_with_parent
+
     workers = min(len(seeds), (os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=exit_with_parent) as pool:
         futures = [pool.submit(run_chain, plan, c, s, maxit) for c, s in enumerate(seeds)]
         for f in futures:
             f.add_done_callback(lambda _f: bar.update(n=per_chain))

@@ -25,6 +25,7 @@ import pandas as pd
 
 from .. import __version__
 from .._progress import Progress
+from .._workers import exit_with_parent
 from ..exceptions import InputError
 from .grid import KEYS, scenario_id, validate
 from .replication import METHODS, replicate
@@ -279,7 +280,8 @@ def _run_local(args, handle, workers: int | None) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=exit_with_parent) as pool:
         pending = set()
         it = iter(args)
         for a in it:  # a bounded window keeps memory flat on a 120 000-task grid
