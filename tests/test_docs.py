@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+             *sorted((REPO / "docs" / "results").glob("*.md"))]
 FIRST_BLOCK = (
     "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/mlmi demo "
     "--out demo-out\n"

@@ -226,3 +226,33 @@ def test_scenarios_grid():
         "mechanism": "mar"}
     with pytest.raises(InputError, match="unknown scenario key 'k'"):
         sim.parse_scenario("k=10")
+
+
+def test_scenarios_where_filters_the_grid():
+    binary_mar = sim.scenarios("paper", outcome="binary", mechanism="mar")
+    assert len(binary_mar) == 30
+    assert all(s["outcome"] == "binary" and s["mechanism"] == "mar" for s in binary_mar)
+    where = sim.parse_where("outcome=continuous,studies=6/10,sys=0.3")
+    assert where == {"outcome": ["continuous"], "studies": [6, 10], "sys": [0.3]}
+    chosen = sim.scenarios("paper", **where)
+    assert len(chosen) == 2 * 3 * 2  # 2 numbers of studies x 3 heterogeneities x 2 mechanisms
+    assert {s["studies"] for s in chosen} == {6, 10}
+    with pytest.raises(InputError, match="no scenario"):
+        sim.scenarios("paper", studies=7)
+    with pytest.raises(InputError, match="unknown scenario key 'k'"):
+        sim.parse_where("k=10")
+    with pytest.raises(InputError, match="not a valid studies"):
+        sim.parse_where("studies=ten")
+
+
+def test_cli_where_runs_only_the_chosen_scenarios(tmp_path, capsys):
+    from mlmi.cli import main
+
+    out = tmp_path / "where"
+    assert main(["simulate", "--grid", "tiny", "--where", "outcome=continuous", "--reps", "1",
+                 "--out", str(out), "--methods", "REF,CCA", "--m", "2", "--maxit", "1",
+                 "--workers", "1", "--quiet"]) == 0
+    assert set(sim.load(out)["scenario"]) == {"continuous-weak-k6-sys0.1-mcar"}
+    assert main(["simulate", "--scenario", "studies=6", "--where", "sys=0.3", "--reps", "1",
+                 "--out", str(out), "--quiet"]) == 2
+    assert "--where selects from --grid" in capsys.readouterr().err

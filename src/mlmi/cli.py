@@ -154,11 +154,14 @@ def _pool(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     """Run (or resume) the simulation study."""
     from . import simulation as sim
+    from .exceptions import InputError
 
     if args.scenario:
+        if args.where:
+            raise InputError("--where selects from --grid; with --scenario name each one")
         scen = [sim.parse_scenario(text) for text in args.scenario]
     else:
-        scen = sim.scenarios(args.grid)
+        scen = sim.scenarios(args.grid, **sim.parse_where(args.where or ""))
     methods = tuple(args.methods.split(",")) if args.methods else sim.METHODS
     total = len(scen) * args.reps
     print(f"mlmi simulate: {len(scen)} scenario(s) × {args.reps} replications = {total} tasks;"
@@ -264,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--scenario", action="append",
                        help="one scenario, e.g. outcome=binary,heterogeneity=strong,"
                             "studies=10,sys=0.3,mechanism=mar (repeatable)")
+    simp.add_argument("--where", default=None,
+                      help="only the scenarios of --grid with these values, e.g. "
+                           "outcome=binary,mechanism=mar,studies=6/10")
     simp.add_argument("--scheduler", default=None,
                       help="'local' (a Dask LocalCluster) or a Dask scheduler address "
                            "tcp://host:8786; default: local processes")

@@ -8,7 +8,7 @@ one machine or a Dask cluster, performance measures and the paper's tables and f
 """
 
 from .design import ALPHA, LAMBDA, OMEGA, ampute, generate, truth
-from .grid import parse_scenario, scenario_id, scenarios
+from .grid import parse_scenario, parse_where, scenario_id, scenarios
 from .replication import METHODS, PARAMETERS, replicate, task_seed
 from .reporting import report
 from .runner import compact, load, load_errors, run
@@ -26,6 +26,7 @@ __all__ = [
     "load",
     "load_errors",
     "parse_scenario",
+    "parse_where",
     "replicate",
     "report",
     "run",

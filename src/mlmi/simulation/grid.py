@@ -17,23 +17,57 @@ def scenario_id(s: dict) -> str:
     return f"{s['outcome']}-{s['heterogeneity']}-k{s['studies']}-sys{s['sys']}-{s['mechanism']}"
 
 
-def scenarios(grid: str = "paper") -> list[dict]:
+def scenarios(grid: str = "paper", **where) -> list[dict]:
     """The scenarios of a grid, as dicts with keys outcome ("binary"/"continuous"),
     heterogeneity ("weak"/"moderate"/"strong"), studies (6, 10, 15, 20, 30), sys (the
     proportion of systematically missing studies, 0.1 or 0.3) and mechanism
     ("mcar"/"mar"). ``grid="paper"``: all 120 combinations, in a fixed order.
-    ``grid="tiny"``: 2 small scenarios for smoke tests."""
+    ``grid="tiny"``: 2 small scenarios for smoke tests.
+
+    ``where``: keep only the scenarios whose fields take the given value, or one of the
+    given values, e.g. ``scenarios(outcome="binary", mechanism="mar", studies=[6, 10])``.
+    """
     if grid == "paper":
-        return [dict(zip(KEYS, combo, strict=True)) for combo in itertools.product(
+        found = [dict(zip(KEYS, combo, strict=True)) for combo in itertools.product(
             OUTCOMES, tuple(OMEGA), STUDIES, SYS, MECHANISMS)]
-    if grid == "tiny":
-        return [
+    elif grid == "tiny":
+        found = [
             {"outcome": "binary", "heterogeneity": "strong", "studies": 6, "sys": 0.3,
              "mechanism": "mar"},
             {"outcome": "continuous", "heterogeneity": "weak", "studies": 6, "sys": 0.1,
              "mechanism": "mcar"},
         ]
-    raise InputError(f"grid={grid!r}: use 'paper' or 'tiny'")
+    else:
+        raise InputError(f"grid={grid!r}: use 'paper' or 'tiny'")
+    for key, wanted in where.items():
+        if key not in KEYS:
+            raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
+        allowed = set(wanted) if isinstance(wanted, list | tuple | set) else {wanted}
+        found = [s for s in found if s[key] in allowed]
+    if not found:
+        raise InputError(f"no scenario of grid {grid!r} has {where}")
+    return found
+
+
+def parse_where(text: str) -> dict:
+    """``"outcome=binary,studies=6/10"`` → ``{"outcome": ["binary"], "studies": [6, 10]}``
+    (the command line's ``--where``; alternatives separated by "/")."""
+    where: dict[str, list] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise InputError(f"--where part {part!r} must look like key=value[/value...]")
+        key, values = (x.strip() for x in part.split("=", 1))
+        if key not in KEYS:
+            raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
+        try:
+            where[key] = [_value(key, v.strip()) for v in values.split("/")]
+        except ValueError:
+            raise InputError(f"--where {key}={values!r}: not a valid {key}") from None
+    return where
+
+
+def _value(key: str, text: str):
+    return int(text) if key == "studies" else float(text) if key == "sys" else text
 
 
 def parse_scenario(text: str) -> dict:
@@ -47,7 +81,10 @@ def parse_scenario(text: str) -> dict:
         key, value = (x.strip() for x in part.split("=", 1))
         if key not in KEYS:
             raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
-        s[key] = int(value) if key == "studies" else float(value) if key == "sys" else value
+        try:
+            s[key] = _value(key, value)
+        except ValueError:
+            raise InputError(f"scenario {key}={value!r}: not a valid {key}") from None
     validate(s)
     return s
 
