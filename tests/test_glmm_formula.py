@@ -252,6 +252,13 @@ def test_cluster_encodings_give_identical_estimates():
         # the same cluster has the same random effects under its new label
         modes = res.ranef.loc[names].to_numpy()
         np.testing.assert_allclose(modes, ref.ranef.to_numpy(), atol=1e-6)
+    # a categorical's clusters come in the order of its categories, as lme4's ranef
+    # follows the factor's levels (unused levels dropped)
+    res = fit_glmm(FORMULA, df.assign(
+        st=pd.Categorical(names[df["st"]], categories=[*names[::-1], "Unused"])), "binomial")
+    assert list(res.ranef.index) == list(names[::-1])
+    assert list(res.clusters) == list(names[::-1])
+    np.testing.assert_allclose(res.cond_cov, ref.cond_cov[::-1], atol=1e-8)
 
 
 def test_data_frame_is_not_modified():

@@ -96,22 +96,22 @@ def make_design(
     """Validate the arrays and sort the rows by cluster.
 
     ``groups`` holds one cluster label per row, of any hashable type; the clusters
-    are numbered in the order of their sorted unique labels (as R's factor levels).
-    If it is a named pandas Series, the messages call it by its name.
+    are numbered in the order of their sorted unique labels (as R's factor levels), or,
+    for a pandas categorical, in the order of its categories (unused ones dropped, as
+    lme4 does). If it is a named pandas Series, the messages call it by its name.
     """
     name = getattr(groups, "name", None)
     group_name = name if isinstance(name, str) else "groups"
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     W = np.asarray(W, dtype=float)
-    groups = np.asarray(groups)
     n = y.shape[0]
     if X.ndim != 2 or W.ndim != 2:
         raise InputError("X and W must be two-dimensional arrays (rows × columns)")
-    if X.shape[0] != n or W.shape[0] != n or groups.shape[0] != n:
+    if X.shape[0] != n or W.shape[0] != n or len(groups) != n:
         raise InputError(
             f"y, X, W and groups must have the same number of rows; got {n}, "
-            f"{X.shape[0]}, {W.shape[0]} and {groups.shape[0]}"
+            f"{X.shape[0]}, {W.shape[0]} and {len(groups)}"
         )
     x_names = list(x_names) if x_names is not None else [f"x{j}" for j in range(X.shape[1])]
     w_names = list(w_names) if w_names is not None else [f"w{j}" for j in range(W.shape[1])]
@@ -135,20 +135,25 @@ def make_design(
     )
 
 
-def _factorize(groups: np.ndarray, group_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique labels and integer codes; a missing label is an error."""
+def _factorize(groups, group_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labels in factor-level order and integer codes; a missing label is an error."""
     import pandas as pd
 
-    if groups.dtype.kind in "iu":  # integer labels (the imputation loop's study codes)
-        labels, codes = np.unique(groups, return_inverse=True)
-        return labels, codes.astype(np.int64)
-    s = pd.Series(groups)
+    if not isinstance(getattr(groups, "dtype", None), pd.CategoricalDtype):
+        groups = np.asarray(groups)
+        if groups.dtype.kind in "iu":  # integer labels (the imputation loop's study codes)
+            labels, codes = np.unique(groups, return_inverse=True)
+            return labels, codes.astype(np.int64)
+    s = groups if isinstance(groups, pd.Series) else pd.Series(groups)
     if s.isna().any():
         raise InputError(
             f"the cluster identifier {group_name!r} has {int(s.isna().sum())} missing "
             f"value(s) (first in row {int(np.argmax(s.isna().to_numpy()))}); every row must "
             "belong to a cluster"
         )
+    if isinstance(s.dtype, pd.CategoricalDtype):  # the categories' order, as R's levels
+        s = s.cat.remove_unused_categories()
+        return np.asarray(s.cat.categories), s.cat.codes.to_numpy().astype(np.int64)
     codes, labels = pd.factorize(s, sort=True)
     return np.asarray(labels), codes.astype(np.int64)
 

@@ -74,7 +74,7 @@ class Terms:
                                        self.random_intercept)
         W = np.column_stack(w_cols) if w_cols else np.empty((n, 0))
         self.w_names = w_names
-        return X, W, data[self.group].to_numpy()
+        return X, W, data[self.group]
 
     def _design(self, data: pd.DataFrame, terms: list[tuple[str, ...]], intercept: bool):
         """Column names and columns of an intercept and ``terms`` (R's coding rules)."""
