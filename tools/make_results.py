@@ -195,6 +195,9 @@ def main() -> None:
     for r in args.runs:
         meta = json.loads((Path(r) / "meta.json").read_text())
         loaded = sim.load(r)
+        note = Path(r) / "NOTE.md"  # e.g. a change of code during the run
+        if note.exists():
+            meta["note"] = " ".join(note.read_text().split())
         runs.append({"dir": Path(r).name, **meta,
                      "replications": loaded.groupby("scenario")["rep"].nunique().to_dict()})
     (dest / "runs.json").write_text(json.dumps(runs, indent=2))
