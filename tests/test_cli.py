@@ -80,3 +80,16 @@ def test_cli_errors(data, tmp_path, capsys):
     assert "unknown imputation method '2l.foo'" in capsys.readouterr().err
     assert main(["pool", str(src), "--formula", "y ~ x1 + (1 | st)"]) == 2
     assert "no '.imp' column" in capsys.readouterr().err
+
+
+def test_first_run_says_it_compiles(monkeypatch, capsys):
+    """Without compiled kernels on disk the first command says why it pauses; --quiet
+    and warm caches say nothing."""
+    import mlmi._jit
+
+    monkeypatch.setattr(mlmi._jit, "kernels_cached", lambda: False)
+    assert main(["glmm-demo", "--studies", "6"]) == 0
+    assert "compiling the numerical kernels" in capsys.readouterr().err
+    monkeypatch.setattr(mlmi._jit, "kernels_cached", lambda: True)
+    assert main(["glmm-demo", "--studies", "6"]) == 0
+    assert "compiling" not in capsys.readouterr().err

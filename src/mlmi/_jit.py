@@ -29,3 +29,16 @@ def invalidate_stale_caches() -> None:
                 p.unlink(missing_ok=True)
     except OSError:  # read-only install or a race with another process: leave it
         pass
+
+
+def kernels_cached() -> bool:
+    """Whether compiled kernels are on disk (if not, the first fit compiles them). In a
+    read-only install numba caches elsewhere, so this answers True there."""
+    import os
+
+    try:
+        if not os.access(_PACKAGE, os.W_OK):
+            return True
+        return any(_PACKAGE.rglob("__pycache__/*.nbi"))
+    except OSError:  # pragma: no cover
+        return True

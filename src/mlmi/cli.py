@@ -297,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("demo", "impute", "simulate", "glmm-demo") and not getattr(
+            args, "quiet", False):
+        from ._jit import kernels_cached
+
+        if not kernels_cached():
+            print("mlmi: compiling the numerical kernels (first run only, about 20 s)",
+                  file=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except MLMIError as exc:
