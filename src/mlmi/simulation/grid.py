@@ -52,22 +52,26 @@ def scenarios(grid: str = "paper", **where) -> list[dict]:
 def parse_where(text: str) -> dict:
     """``"outcome=binary,studies=6/10"`` → ``{"outcome": ["binary"], "studies": [6, 10]}``
     (the command line's ``--where``; alternatives separated by "/")."""
-    where: dict[str, list] = {}
+    return {key: [_value(key, v.strip(), "--where") for v in values.split("/")]
+            for key, values in _key_values(text, "--where")}
+
+
+def _key_values(text: str, what: str):
+    """(key, value text) of "key=value,key=value", keys checked against KEYS."""
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" not in part:
-            raise InputError(f"--where part {part!r} must look like key=value[/value...]")
-        key, values = (x.strip() for x in part.split("=", 1))
+            raise InputError(f"{what} part {part!r} must look like key=value")
+        key, value = (x.strip() for x in part.split("=", 1))
         if key not in KEYS:
             raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
-        try:
-            where[key] = [_value(key, v.strip()) for v in values.split("/")]
-        except ValueError:
-            raise InputError(f"--where {key}={values!r}: not a valid {key}") from None
-    return where
+        yield key, value
 
 
-def _value(key: str, text: str):
-    return int(text) if key == "studies" else float(text) if key == "sys" else text
+def _value(key: str, text: str, what: str):
+    try:
+        return int(text) if key == "studies" else float(text) if key == "sys" else text
+    except ValueError:
+        raise InputError(f"{what} {key}={text!r}: not a valid {key}") from None
 
 
 def parse_scenario(text: str) -> dict:
@@ -75,16 +79,8 @@ def parse_scenario(text: str) -> dict:
     Keys left out take the paper's Table 1–3 setting (binary, 10 studies, MAR, 0.3)."""
     s = {"outcome": "binary", "heterogeneity": "moderate", "studies": 10, "sys": 0.3,
          "mechanism": "mar"}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if "=" not in part:
-            raise InputError(f"scenario part {part!r} must look like key=value")
-        key, value = (x.strip() for x in part.split("=", 1))
-        if key not in KEYS:
-            raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
-        try:
-            s[key] = _value(key, value)
-        except ValueError:
-            raise InputError(f"scenario {key}={value!r}: not a valid {key}") from None
+    for key, value in _key_values(text, "scenario"):
+        s[key] = _value(key, value, "scenario")
     validate(s)
     return s
 
