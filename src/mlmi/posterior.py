@@ -116,7 +116,7 @@ from numba import njit
 from .exceptions import InputError
 from .glmm._linalg import chol_inplace, chol_solve
 from .glmm.families import GAUSSIAN, Family, get_family
-from .glmm.laplace import _cluster_mode, _moments
+from .glmm.laplace import _cluster_mode, _moments, cluster_loglik
 
 __all__ = ["METHODS", "SamplerStats", "draw_many", "draw_random_effects"]
 
@@ -185,20 +185,6 @@ class SamplerStats:
 
 
 # ================================================================ compiled kernels
-
-
-@njit(cache=True, error_model="numpy")
-def _loglik(fam, y, wt, eta0, Z, a, b, t):
-    """sum_j wt_j log p(y_j | eta0_j + Z_j' t) over rows a..b-1 (constants in y dropped)."""
-    q = t.shape[0]
-    s = 0.0
-    for j in range(a, b):
-        eta = eta0[j]
-        for r in range(q):
-            eta += Z[j, r] * t[r]
-        ll, _, _, _ = _moments(fam, y[j], eta)
-        s += wt[j] * ll
-    return s
 
 
 @njit(cache=True, error_model="numpy")
@@ -310,7 +296,7 @@ def _r_value(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, t):
             acc += B[r, c] * t[c]
         prior += acc * acc - uhat[r] * uhat[r]
         tt += t[r] * t[r]
-    ll = _loglik(fam, y, wt, eta0, Zt, a, b, t)
+    ll = cluster_loglik(fam, y, wt, eta0, Zt, a, b, t)
     return ll - ll0 - 0.5 * prior + 0.5 * (nu + q) * np.log1p(tt / nu)
 
 
@@ -632,7 +618,7 @@ def _prior_ar_run(fam, y, wt, xb, Z, a, b, llmax, cap, P, logu, out, filled, tri
         u = P[m]
         used += 1
         tries += 1
-        lr = _loglik(fam, y, wt, xb, Z, a, b, u) - llmax
+        lr = cluster_loglik(fam, y, wt, xb, Z, a, b, u) - llmax
         if lr > 0.0:
             exceeded += 1
         keep = logu[m] <= lr

@@ -22,7 +22,7 @@ from ..exceptions import InputError
 from ._linalg import chol_logdet, theta_diagonal_index, theta_to_lambda
 from .design import ClusterDesign
 from .families import Family
-from .laplace import _cluster_mode, _moments
+from .laplace import _cluster_mode, cluster_loglik
 from .optimize import OptimResult, fit_with_boundary_checks
 
 
@@ -60,12 +60,7 @@ def agq_objective(beta, lam, y, wt, X, W, starts, fam, u, nodes, logw):
                 uk[r] += ui[r]
                 logg -= 0.5 * uk[r] * uk[r]
                 z2 += nodes[kk, r] * nodes[kk, r]
-            for j in range(a, b):
-                eta = xb[j]
-                for r in range(q):
-                    eta += Z[j, r] * uk[r]
-                ll, _, _, _ = _moments(fam, y[j], eta)
-                logg += wt[j] * ll
+            logg += cluster_loglik(fam, y, wt, xb, Z, a, b, uk)
             vals[kk] = logw[kk] + logg + z2
         vmax = vals.max()
         acc = 0.0

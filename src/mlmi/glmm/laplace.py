@@ -61,6 +61,21 @@ def _moments(fam, yj, eta):
 
 
 @njit(cache=True, error_model="numpy")
+def cluster_loglik(fam, y, wt, eta0, Z, a, b, t):
+    """sum_j wt_j log p(y_j | eta0_j + Z_j' t) over rows a..b-1 (constants in y dropped):
+    one cluster's log-likelihood at random effects t."""
+    q = t.shape[0]
+    s = 0.0
+    for j in range(a, b):
+        eta = eta0[j]
+        for r in range(q):
+            eta += Z[j, r] * t[r]
+        ll, _, _, _ = _moments(fam, y[j], eta)
+        s += wt[j] * ll
+    return s
+
+
+@njit(cache=True, error_model="numpy")
 def _cluster_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
     """Newton iterations for one cluster's conditional mode, starting from ``u``.
 
