@@ -423,6 +423,32 @@ def _wilson(ones: np.ndarray, n: np.ndarray, z: float = 1.959964):
     return p, centre - half, centre + half
 
 
+def _study_figure(v: dict, shown: np.ndarray):
+    """A figure with one x position per shown study, systematically missing ones tinted:
+    (fig, ax, positions, systematic mask)."""
+    fig = _figure(2.2 + 0.42 * len(shown), 4.2)
+    ax = fig.add_subplot()
+    pos = np.arange(len(shown))
+    sys_ = v["status"][shown] == SYSTEMATIC
+    for x in pos[sys_]:
+        ax.axvspan(x - 0.5, x + 0.5, color=SYSTEMATIC_TINT, zorder=0, lw=0)
+    return fig, ax, pos, sys_
+
+
+def _label_studies(ax, v: dict, shown: np.ndarray, sys_: np.ndarray,
+                   n_mis: np.ndarray) -> None:
+    """Study ticks "label / imputed of participants", systematic studies in bold colour."""
+    ax.set_xticks(np.arange(len(shown)),
+                  [f"{v['labels'][s]}\n{n_mis[s]}/{v['sizes'][s]}" for s in shown],
+                  fontsize=8)
+    for tick, s in zip(ax.get_xticklabels(), sys_, strict=True):
+        if s:
+            tick.set_color(SYSTEMATIC_COLOR)
+            tick.set_fontweight("bold")
+    ax.set_xlim(-0.6, len(shown) - 0.4)
+    ax.set_xlabel(f"{v['cluster']} (imputed / participants)")
+
+
 def _proportions(v: dict, by_study: bool) -> Figure:
     level = v["levels"][1] if v["levels"] else 1
     if isinstance(level, (float, np.floating)) and float(level).is_integer():
@@ -455,12 +481,7 @@ def _proportions(v: dict, by_study: bool) -> Figure:
     with np.errstate(invalid="ignore", divide="ignore"):
         q = np.stack([np.bincount(v["imp_codes"], weights=row, minlength=k) / n_mis
                       for row in v["imp"]])
-    fig = _figure(2.2 + 0.42 * len(shown), 4.2)
-    ax = fig.add_subplot()
-    pos = np.arange(len(shown))
-    sys_ = v["status"][shown] == SYSTEMATIC
-    for x in pos[sys_]:
-        ax.axvspan(x - 0.5, x + 0.5, color=SYSTEMATIC_TINT, zorder=0, lw=0)
+    fig, ax, pos, sys_ = _study_figure(v, shown)
     if v["obs"].size:
         ax.axhline(v["obs"].mean(), color=OBSERVED, ls="--", lw=0.8, alpha=0.8,
                    label="observed, all studies", gid="observed-all")
@@ -479,17 +500,10 @@ def _proportions(v: dict, by_study: bool) -> Figure:
         ax.plot(pos[imp_has] + 0.15, q[:, shown][:, imp_has].mean(axis=0), ls="none",
                 marker="D", ms=5, color=IMPUTED, label="imputed, mean",
                 gid="imputed-mean")
-    ax.set_xticks(pos, [f"{v['labels'][s]}\n{n_mis[s]}/{v['sizes'][s]}" for s in shown],
-                  fontsize=8)
-    for tick, s in zip(ax.get_xticklabels(), sys_, strict=True):
-        if s:
-            tick.set_color(SYSTEMATIC_COLOR)
-            tick.set_fontweight("bold")
-    ax.set_xlim(-0.6, len(shown) - 0.4)
+    _label_studies(ax, v, shown, sys_, n_mis)
     ax.set_ylim(-0.03, 1.03)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel(ylabel)
-    ax.set_xlabel(f"{v['cluster']} (imputed / participants)")
     ax.grid(axis="y", alpha=0.3)
     handles, names = _legend_union([ax])
     if sys_.any():
@@ -659,12 +673,7 @@ def _strips(v: dict, by_study: bool) -> Figure:
         ax.set_xlabel("observed / imputation")
     else:
         shown = v["shown"]
-        fig = _figure(2.2 + 0.42 * len(shown), 4.2)
-        ax = fig.add_subplot()
-        pos = np.arange(len(shown))
-        sys_ = v["status"][shown] == SYSTEMATIC
-        for x in pos[sys_]:
-            ax.axvspan(x - 0.5, x + 0.5, color=SYSTEMATIC_TINT, zorder=0, lw=0)
+        fig, ax, pos, sys_ = _study_figure(v, shown)
         for x, s in zip(pos, shown, strict=True):
             o = obs[v["obs_codes"] == s]
             i = imp[:, v["imp_codes"] == s].ravel()
@@ -675,15 +684,8 @@ def _strips(v: dict, by_study: bool) -> Figure:
                     ms=2.5, color=IMPUTED, alpha=0.5,
                     label="imputed (all imputations)" if x == 0 else "_nolegend_",
                     gid="imputed")
-        n_mis = np.bincount(v["imp_codes"], minlength=len(v["labels"]))
-        ax.set_xticks(pos, [f"{v['labels'][s]}\n{n_mis[s]}/{v['sizes'][s]}" for s in shown],
-                      fontsize=8)
-        for tick, s in zip(ax.get_xticklabels(), sys_, strict=True):
-            if s:
-                tick.set_color(SYSTEMATIC_COLOR)
-                tick.set_fontweight("bold")
-        ax.set_xlim(-0.6, len(shown) - 0.4)
-        ax.set_xlabel(f"{v['cluster']} (imputed / participants)")
+        _label_studies(ax, v, shown, sys_,
+                       np.bincount(v["imp_codes"], minlength=len(v["labels"])))
     ax.set_ylabel(v["variable"])
     ax.grid(axis="y", alpha=0.3)
     handles, names = _legend_union([ax])
