@@ -114,6 +114,16 @@ def assert_moments(draws, mean, cov, n_se=4.0, sd_rtol=0.05, corr_atol=0.03):
         np.testing.assert_allclose(dcorr[iu], corr[iu], atol=corr_atol)
 
 
+def assert_exact_matches_grid(args, seed, **grid):
+    """N_DRAWS exact draws of one study against its posterior by quadrature (``grid``:
+    options of posterior_grid); the envelope's bound is never exceeded."""
+    mean, cov, _, _ = posterior_grid(*args, **grid)
+    stats = SamplerStats()
+    draws = draw_random_effects(*args, N_DRAWS, np.random.default_rng(seed), stats=stats)
+    assert_moments(draws, mean, cov)
+    assert stats.bound_exceeded == 0
+
+
 # ============================================================== the validation studies
 def study_large_strong():
     """(a) 300 participants, binomial, strong heterogeneity: x1 binary, x2 ~ Poisson(1),
@@ -275,12 +285,7 @@ def test_exact_on_a_wall(make, monkeypatch):
     assert truth - 1e-9 <= st.logM[0] <= truth + _BOUND_TOL + _FLAT_MARGIN
     # q = 3: the posterior's flat side is wide, so a wider box (grids of 81 and 121
     # points over ±20 and ±24 SDs agree to all printed digits)
-    mean, cov, _, _ = (posterior_grid(*args) if q == 2
-                       else posterior_grid(*args, half=20.0, npts=81))
-    stats = SamplerStats()
-    draws = draw_random_effects(*args, N_DRAWS, np.random.default_rng(1), stats=stats)
-    assert_moments(draws, mean, cov)
-    assert stats.bound_exceeded == 0
+    assert_exact_matches_grid(args, 1, **({} if q == 2 else {"half": 20.0, "npts": 81}))
 
 
 def test_exact_one_random_effect():
@@ -290,11 +295,7 @@ def test_exact_one_random_effect():
     W = X[:, :1].copy()
     y = (rng.random(n) < expit(X @ np.array([-1.0, 0.5]) + 0.7)).astype(float)
     args = ("binomial", y, X, W, np.array([-1.0, 0.5]), np.array([[1.5]]))
-    mean, cov, _, _ = posterior_grid(*args, npts=2001)
-    stats = SamplerStats()
-    draws = draw_random_effects(*args, N_DRAWS, np.random.default_rng(4), stats=stats)
-    assert_moments(draws, mean, cov)
-    assert stats.bound_exceeded == 0
+    assert_exact_matches_grid(args, 4, npts=2001)
 
 
 def test_exact_three_random_effects():
@@ -306,11 +307,7 @@ def test_exact_three_random_effects():
     psi = np.array([[0.8, -0.2, 0.1], [-0.2, 0.6, 0.0], [0.1, 0.0, 0.4]])
     y = rng.poisson(np.exp(X @ beta + W @ np.array([0.5, -0.3, 0.2]))).astype(float)
     args = ("poisson", y, X, W, beta, psi)
-    mean, cov, _, _ = posterior_grid(*args, npts=61)
-    stats = SamplerStats()
-    draws = draw_random_effects(*args, N_DRAWS, np.random.default_rng(6), stats=stats)
-    assert_moments(draws, mean, cov)
-    assert stats.bound_exceeded == 0
+    assert_exact_matches_grid(args, 6, npts=61)
 
 
 def test_singular_psi():
