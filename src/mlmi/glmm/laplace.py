@@ -77,6 +77,25 @@ def cluster_loglik(fam, y, wt, eta0, Z, a, b, t):
 
 @njit(cache=True, error_model="numpy")
 def _cluster_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
+    """One cluster's conditional mode by Newton iterations from the warm start ``u``
+    (see :func:`_newton_mode` for the outputs). A warm start that fails — NaN or far
+    off, left by an earlier evaluation at wild parameters — is retried once from the
+    prior mean u = 0, so it never poisons later evaluations."""
+    q = u.shape[0]
+    cold = True
+    for r in range(q):
+        if u[r] != 0.0:
+            cold = False
+    obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd)
+    if not ok and not cold:
+        for r in range(q):
+            u[r] = 0.0
+        obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd)
+    return obj, ok
+
+
+@njit(cache=True, error_model="numpy")
+def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
     """Newton iterations for one cluster's conditional mode, starting from ``u``.
 
     One pass over the cluster's rows per iteration: the objective, gradient and
@@ -199,10 +218,6 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, j
                 for r in range(q):
                     ui[r] += s[r]
         obj, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
-        if not ok:  # a bad warm start: once more from the prior mean
-            for r in range(q):
-                ui[r] = 0.0
-            obj, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
         if not ok:
             failed += 1
         total += obj + 0.5 * chol_logdet(H)
@@ -307,11 +322,7 @@ def laplace_details(beta, lam, y, wt, X, W, starts, fam, u, cond_inv, fisher):
     for i in range(k):
         a, b = starts[i], starts[i + 1]
         ui = u[i]
-        _, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
-        if not ok:  # a bad warm start: once more from the prior mean
-            for r in range(q):
-                ui[r] = 0.0
-            _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
         chol_inverse(H, Hinv)
         for r in range(q):
             for c in range(q):
