@@ -505,12 +505,7 @@ def _proportions(v: dict, by_study: bool) -> Figure:
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    handles, names = _legend_union([ax])
-    if sys_.any():
-        handles.append(Patch(facecolor=SYSTEMATIC_TINT))
-        names.append("systematically missing study")
-    fig.legend(handles, names, loc="outside lower center", ncol=3, frameon=False,
-               fontsize=8)
+    _figure_legend(fig, [ax], bool(sys_.any()), ncol=3)
     return fig
 
 
@@ -563,12 +558,7 @@ def _bars(v: dict, by_study: bool) -> Figure:
     for ax in axes:
         ax.set_xticks(xs[::step], ticks[::step])
     _outer_labels(axes, v["variable"], "relative frequency")
-    handles, names = _legend_union(axes)
-    if by_study and np.any(v["status"][v["shown"]] == SYSTEMATIC):
-        handles.append(Patch(facecolor=SYSTEMATIC_TINT, edgecolor="0.7"))
-        names.append("systematically missing study")
-    fig.legend(handles, names, loc="outside lower center", ncol=4, frameon=False,
-               fontsize=8)
+    _figure_legend(fig, axes, by_study and _any_systematic(v), ncol=4, patch_edge="0.7")
     return fig
 
 
@@ -636,13 +626,29 @@ def _densities(v: dict, by_study: bool) -> Figure:
     if peaks:
         fig.axes[0].set_ylim(0, 1.08 * max(peaks))
     _outer_labels(fig.axes, v["variable"], "density")
-    handles, names = _legend_union(fig.axes)
-    if by_study and np.any(v["status"][v["shown"]] == SYSTEMATIC):
-        handles.append(Patch(facecolor=SYSTEMATIC_TINT, edgecolor="0.7"))
-        names.append("systematically missing study")
-    fig.legend(handles, names, loc="outside lower center", ncol=4, frameon=False,
-               fontsize=8)
+    _figure_legend(fig, fig.axes, by_study and _any_systematic(v), ncol=4, patch_edge="0.7")
     return fig
+
+
+def _any_systematic(v: dict) -> bool:
+    return bool(np.any(v["status"][v["shown"]] == SYSTEMATIC))
+
+
+def _figure_legend(fig, axes, systematic: bool, *, ncol: int, patch_edge=None,
+                   markers: bool = False) -> None:
+    """One legend below the figure for all panels, with the tint of systematically
+    missing studies when some are shown. ``markers``: one plain marker per entry (for
+    strip plots, whose artists are clouds of jittered points)."""
+    handles, names = _legend_union(axes)
+    if markers:
+        handles = [Line2D([], [], ls="none", marker="o", color=h.get_color())
+                   for h in handles]
+    if systematic:
+        edge = {} if patch_edge is None else {"edgecolor": patch_edge}
+        handles.append(Patch(facecolor=SYSTEMATIC_TINT, **edge))
+        names.append("systematically missing study")
+    fig.legend(handles, names, loc="outside lower center", ncol=ncol, frameon=False,
+               fontsize=8)
 
 
 def _legend_union(axes) -> tuple[list, list]:
@@ -688,13 +694,7 @@ def _strips(v: dict, by_study: bool) -> Figure:
                        np.bincount(v["imp_codes"], minlength=len(v["labels"])))
     ax.set_ylabel(v["variable"])
     ax.grid(axis="y", alpha=0.3)
-    handles, names = _legend_union([ax])
-    handles = [Line2D([], [], ls="none", marker="o", color=h.get_color()) for h in handles]
-    if by_study and np.any(v["status"][v["shown"]] == SYSTEMATIC):
-        handles.append(Patch(facecolor=SYSTEMATIC_TINT))
-        names.append("systematically missing study")
-    fig.legend(handles, names, loc="outside lower center", ncol=3, frameon=False,
-               fontsize=8)
+    _figure_legend(fig, [ax], by_study and _any_systematic(v), ncol=3, markers=True)
     return fig
 
 
