@@ -188,18 +188,18 @@ def main() -> None:
     ap.add_argument("--dest", default="docs/results")
     args = ap.parse_args()
     dest = Path(args.dest)
-    results = pd.concat([sim.load(r) for r in args.runs], ignore_index=True)
+    loaded = [sim.load(r) for r in args.runs]
+    results = pd.concat(loaded, ignore_index=True)
     written = sim.report(results, dest)
     (dest / "claims.md").write_text(assess(sim.summarize(results)))
     runs = []
-    for r in args.runs:
+    for r, frame in zip(args.runs, loaded, strict=True):
         meta = json.loads((Path(r) / "meta.json").read_text())
-        loaded = sim.load(r)
         note = Path(r) / "NOTE.md"  # e.g. a change of code during the run
         if note.exists():
             meta["note"] = " ".join(note.read_text().split())
         runs.append({"dir": Path(r).name, **meta,
-                     "replications": loaded.groupby("scenario")["rep"].nunique().to_dict()})
+                     "replications": frame.groupby("scenario")["rep"].nunique().to_dict()})
     (dest / "runs.json").write_text(json.dumps(runs, indent=2))
     print(f"wrote {len(written) + 2} files to {dest}")
 
