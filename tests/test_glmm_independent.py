@@ -76,10 +76,12 @@ def _engine_laplace(fam, y, X, W, starts, beta, lam, u=None, want_grad=False):
 
 def _engine_agq(y, X, W, starts, beta, lam, nagq):
     nodes, logw = gauss_hermite_rule(nagq, W.shape[1])
-    return float(_kernel(
+    value, failed = _kernel(
         agq_objective, beta=np.asarray(beta, float), lam=lam, y=y, X=X, W=W, starts=starts,
         fam=BINOMIAL, u=np.zeros((len(starts) - 1, W.shape[1])), nodes=nodes, logw=logw,
-    ))
+    )
+    assert failed == 0
+    return float(value)
 
 
 # ============================================================== reference side (numpy/scipy)
@@ -599,6 +601,22 @@ def test_agq_fit_against_brute_force(agq_data, design):
     assert abs(fit7.loglik - truth7) < 2e-4, (fit7.loglik, truth7)
     assert abs(fit1.loglik - truth1) > 1e-2  # the Laplace error is visible here
     assert truth7 >= truth1, (truth7, truth1)
+
+
+def test_agq_reports_modes_that_did_not_converge(agq_data, monkeypatch):
+    """A cluster whose mode fails in the AGQ objective is counted and reported like the
+    Laplace fit's (it used to be dropped silently): the kernel is wrapped to report one."""
+    import mlmi.glmm.agq as agq
+
+    y, X, W, g, _ = agq_data
+    assert not [w for w in fit_arrays(y, X, W, g, "binomial", nagq=7).warnings
+                if "did not converge" in w.message]
+    real = agq.agq_objective
+    monkeypatch.setattr(agq, "agq_objective", lambda *a: (real(*a)[0], 1))
+    fit = fit_arrays(y, X, W, g, "binomial", nagq=7)
+    assert not fit.converged
+    assert [w for w in fit.warnings
+            if "conditional modes of 1 cluster(s) did not converge" in w.message]
 
 
 # ============================================================== 4. gradients (hypothesis)

@@ -29,7 +29,9 @@ from .optimize import OptimResult, fit_with_boundary_checks
 @njit(cache=True, error_model="numpy")
 def agq_objective(beta, lam, y, wt, X, W, starts, fam, u, nodes, logw):
     """Minus the AGQ log-likelihood (constants in y excluded). ``nodes`` (K × q) and
-    ``logw`` (K) form the product Gauss–Hermite rule; ``u`` holds warm-start modes."""
+    ``logw`` (K) form the product Gauss–Hermite rule; ``u`` holds warm-start modes.
+    Returns (objective, number of clusters whose mode did not converge: their rule is
+    centred on the last Newton iterate)."""
     n = X.shape[0]
     q = W.shape[1]
     k = starts.shape[0] - 1
@@ -43,10 +45,13 @@ def agq_objective(beta, lam, y, wt, X, W, starts, fam, u, nodes, logw):
     K = nodes.shape[0]
     vals = np.empty(K)
     total = 0.0
+    failed = 0
     for i in range(k):
         a, b = starts[i], starts[i + 1]
         ui = u[i]
-        _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        _, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        if not ok:
+            failed += 1
         # u_k = u_hat + sqrt(2) L^{-T} z_k  (back substitution with L')
         for kk in range(K):
             for r in range(q - 1, -1, -1):
@@ -70,7 +75,7 @@ def agq_objective(beta, lam, y, wt, X, W, starts, fam, u, nodes, logw):
         loglik_i = 0.5 * q * np.log(2.0) - 0.5 * chol_logdet(H) - 0.5 * q * np.log(
             2.0 * np.pi) + vmax + np.log(acc)
         total -= loglik_i
-    return total
+    return total, failed
 
 
 def gauss_hermite_rule(nagq: int, q: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,9 +102,13 @@ def fit_agq(design: ClusterDesign, fam: Family, nagq: int, st, vcov: str):
     nth = q * (q + 1) // 2
     npar = p + nth
 
+    failures = [0]
+
     def value(par: np.ndarray) -> float:
         lam = theta_to_lambda(par[p:], q)
-        return float(agq_objective(par[:p], lam, y, wt, X, W, starts, fam.code, u, nodes, logw))
+        total, failures[0] = agq_objective(par[:p], lam, y, wt, X, W, starts, fam.code, u,
+                                           nodes, logw)
+        return float(total)
 
     def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
         f0 = value(par)
@@ -119,7 +128,8 @@ def fit_agq(design: ClusterDesign, fam: Family, nagq: int, st, vcov: str):
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index)
     opt = OptimResult(opt.par, opt.value, opt.n_iter + laplace.n_iter,
                       opt.n_eval + laplace.n_eval, opt.converged, opt.message, opt.grad)
-    res = _glmm_result(design, fam, opt, fun, u, "fisher", notes, 0, nagq=nagq)
+    value(opt.par)  # the modes, and their failures, at the optimum
+    res = _glmm_result(design, fam, opt, fun, u, "fisher", notes, failures[0], nagq=nagq)
     # the reported loglik is the AGQ one; modes and conditional covariances are the
     # Laplace quantities at the AGQ estimates (as lme4 reports them)
     if vcov == "hessian":
