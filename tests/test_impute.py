@@ -283,3 +283,27 @@ def test_draw_beta_refuses_a_non_finite_covariance():
         draw_beta(np.zeros(2), cov, np.random.default_rng(0))
     draw = draw_beta(np.zeros(2), np.eye(2), np.random.default_rng(0))
     assert draw.shape == (2,) and np.all(np.isfinite(draw))
+
+
+def test_posterior_mode_failures_are_counted_and_reported(paper_data, monkeypatch):
+    """A study whose posterior mode is not found (Newton fails) is counted in
+    SamplerStats, the diagnostics and summary(), and named in the end-of-run warning —
+    the kernel is wrapped here to report one failure per call."""
+    import mlmi.posterior as posterior
+
+    stats = posterior.SamplerStats()
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(20), rng.binomial(1, 0.5, 20)])
+    y = rng.binomial(1, 0.3, 20).astype(float)
+    psi = np.eye(2) * 0.5
+    posterior.draw_random_effects("binomial", y, X, X, np.zeros(2), psi, 5, rng,
+                                  method="laplace", stats=stats)
+    assert stats.mode_failures == 0
+    real = posterior._modes
+    monkeypatch.setattr(posterior, "_modes", lambda *a: real(*a) + 1)
+    posterior.draw_random_effects("binomial", y, X, X, np.zeros(2), psi, 5, rng,
+                                  method="laplace", stats=stats)
+    assert stats.mode_failures == 1
+    with pytest.warns(ImputationWarning, match=r"study posterior mode\(s\) not found"):
+        imp = mlmi.impute(paper_data, "st", m=1, maxit=1, random=RANDOM, seed=3)
+    assert imp.summary()["mode_failures"].sum() == imp.diagnostics["mode_failures"].sum() > 0

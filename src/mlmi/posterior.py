@@ -154,7 +154,10 @@ class SamplerStats:
     one accepted proposal). ``bound_exceeded``: proposals whose density ratio exceeded
     the sampler's bound (``"exact"``: the bound was raised; ``"prior-ar"``: L(b) > M).
     ``fallbacks``: draws not produced by the sampler (``"prior-ar"``: 250 rejections,
-    the last prior draw kept).
+    the last prior draw kept). ``mode_failures``: studies whose posterior mode was not
+    found (Newton did not converge): ``"laplace"`` draws are then centred on the last
+    iterate, ``"prior-ar"``'s bound is too low (its exceedances are counted), and
+    ``"exact"`` draws stay exact (the envelope is only off-centre).
     """
 
     n_draws: int = 0
@@ -162,6 +165,7 @@ class SamplerStats:
     accepted: int = 0
     bound_exceeded: int = 0
     fallbacks: int = 0
+    mode_failures: int = 0
 
     def acceptance_rate(self) -> float:
         """accepted / proposals (nan before any proposal)."""
@@ -925,14 +929,17 @@ class _Study:
         self.k = starts.shape[0] - 1
         self.q = lam.shape[0]
 
-    def modes(self):
+    def modes(self, stats=None):
+        """Posterior modes and curvatures of every study; failures go to ``stats``."""
         n, k, q = self.y.shape[0], self.k, self.q
         self.U = np.zeros((k, q))
         self.L = np.zeros((k, q, q))
         self.llmode = np.zeros(k)
         self.mu, self.d, self.dd = np.empty(n), np.empty(n), np.empty(n)
-        _modes(self.code, self.y, self.wt, self.xb, self.Z, self.starts, self.U, self.L,
-               self.llmode, self.mu, self.d, self.dd)
+        failed = _modes(self.code, self.y, self.wt, self.xb, self.Z, self.starts, self.U,
+                        self.L, self.llmode, self.mu, self.d, self.dd)
+        if stats is not None:
+            stats.mode_failures += int(failed)
 
     def envelopes(self):
         n, k, q = self.y.shape[0], self.k, self.q
@@ -1016,12 +1023,12 @@ def _draw_one_study(st: _Study, size, rng, method, sigma, stats):
         if st.fam.code == GAUSSIAN:
             st.gaussian(sigma)
         else:
-            st.modes()
+            st.modes(stats)
         u = np.empty((size, q))
         _normal_draws(st.U, st.L, idx, rng.standard_normal((size, q)), u)
         _count_direct(stats, size)
         return u
-    st.modes()
+    st.modes(stats)
     out = np.empty((size, q))
     if method == "exact":
         st.envelopes()
@@ -1109,12 +1116,12 @@ def draw_many(
         if fam.code == GAUSSIAN:
             st.gaussian(sigma)
         else:
-            st.modes()
+            st.modes(stats)
         u = np.empty((k, q))
         _normal_draws(st.U, st.L, idx, rng.standard_normal((k, q)), u)
         _count_direct(stats, k)
         return u @ lam.T
-    st.modes()
+    st.modes(stats)
     out = np.zeros((k, q))
     done = np.zeros(k, dtype=np.bool_)
     todo = idx

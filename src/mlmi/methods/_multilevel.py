@@ -122,6 +122,7 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
         "accepted": stats.accepted,
         "bound_exceeded": stats.bound_exceeded,
         "fallbacks": stats.fallbacks,
+        "mode_failures": stats.mode_failures,
         "psi_floored": int(floored),
         "clipped": clipped,
         "fit_converged": bool(fit.converged),

@@ -124,6 +124,9 @@ def _report(imputed: Imputed) -> str:
         if "fallbacks" in sub and sub["fallbacks"].sum():
             bits.append(f"{int(sub['fallbacks'].sum())} sampler fallback(s) (prior-ar: the "
                         "prior draw after 250 proposals; exact: the Laplace draw)")
+        if "mode_failures" in sub and sub["mode_failures"].fillna(0).sum():
+            bits.append(f"{int(sub['mode_failures'].fillna(0).sum())} study posterior "
+                        "mode(s) not found (Newton did not converge)")
         if "bound_exceeded" in sub and sub["bound_exceeded"].sum():
             bits.append(f"{int(sub['bound_exceeded'].sum())} proposal(s) above the sampler "
                         "bound")
