@@ -1,9 +1,11 @@
 """The documentation cannot go stale.
 
-* Every ```python block of README.md and docs/*.md runs, file by file: the blocks of one
-  file in order in one namespace, in a fresh temporary working directory. They run in one
-  child process with one BLAS thread (as BENCHMARKS.md measures), so they neither leak
-  state into the other tests nor depend on it. Illustrative code uses another fence
+* Every ```python block of README.md and docs/*.md runs (one whose first line is
+  ``# requires: statsmodels`` only where that optional test dependency is installed),
+  file by file: the blocks of one file in order in one namespace, in a fresh temporary
+  working directory. They run in one child process with one BLAS thread (as
+  BENCHMARKS.md measures), so they neither leak state into the other tests nor depend
+  on it. Illustrative code uses another fence
   (```text, ```bash) and is not executed.
 * Every ``mlmi ...`` command line in a ```bash block parses with the real command-line
   parser (options and sub-commands exist), without running it.
@@ -60,9 +62,22 @@ def fenced_blocks(text: str) -> list[tuple[str, int, str]]:
     return blocks
 
 
+_REQUIRES = re.compile(r"^# requires: ([\w., ]+)$")
+
+
+def _available(code: str) -> bool:
+    """A block whose first line is ``# requires: mod1, mod2`` (an optional test
+    dependency, e.g. statsmodels) runs only where those modules are installed."""
+    match = _REQUIRES.match(code.split("\n", 1)[0].strip())
+    if not match:
+        return True
+    return all(importlib.util.find_spec(m.strip()) is not None
+               for m in match.group(1).split(","))
+
+
 def python_blocks(path: Path) -> list[tuple[int, str]]:
     return [(line, code) for info, line, code in fenced_blocks(path.read_text("utf-8"))
-            if info in ("python", "py")]
+            if info in ("python", "py") and _available(code)]
 
 
 # ---------------------------------------------------------------------------- examples

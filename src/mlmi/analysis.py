@@ -101,7 +101,8 @@ def analyze_completed(datasets: list[pd.DataFrame], formula: str, family: str = 
     return MultipleFits(fits, formula, family)
 
 
-__all__ = ["CompleteCase", "MultipleFits", "analyze_completed", "complete_case"]
+__all__ = ["CompleteCase", "MultipleFits", "MultipleResults", "analyze_completed",
+           "analyze_function", "complete_case"]
 
 
 @dataclass
@@ -169,3 +170,127 @@ def complete_case(data: pd.DataFrame, formula: str, family: str = "gaussian",
     dropped = [s for s in all_studies if s not in set(kept_studies)]
     return CompleteCase(fit, len(data), int(keep.sum()), pd.Series(kept_studies).tolist(),
                         pd.Series(dropped, dtype=object).tolist())
+
+
+# ------------------------------------------------------------------ any analysis model
+@dataclass
+class MultipleResults:
+    """Any analysis model fitted to each of the m completed data sets (by a user's
+    function), ready for Rubin's rules.
+
+    results : what the function returned for each imputation (kept as given).
+    estimates_ : m × p estimates; covariances : the m p × p covariance matrices.
+    dfcom : complete-data degrees of freedom used by :meth:`pool` (``None``: infinite).
+    """
+
+    results: list
+    names: list[str]
+    estimates_: np.ndarray
+    covariances: np.ndarray
+    dfcom: float | None
+
+    @property
+    def m(self) -> int:
+        return len(self.results)
+
+    def estimates(self) -> pd.DataFrame:
+        """The estimates, m × p (one column per parameter)."""
+        return pd.DataFrame(self.estimates_, columns=self.names)
+
+    def variances(self) -> pd.DataFrame:
+        """Squared standard errors (diagonals of the covariance matrices), m × p."""
+        return pd.DataFrame(np.diagonal(self.covariances, axis1=1, axis2=2).copy(),
+                            columns=self.names)
+
+    def pool(self, level: float = 0.95) -> pd.DataFrame:
+        """Parameters pooled by Rubin's rules, in the layout of :meth:`MultipleFits.pool`
+        (Barnard–Rubin df with complete-data df ``dfcom``; infinite if ``None``)."""
+        table = pooled_table(rubin(self.estimates(), self.variances(), dfcom=self.dfcom),
+                             level=level)
+        cols = ["estimate", "std_error", "df", "riv", "fmi", "conf_low", "conf_high",
+                "p_value", "ubar", "b", "t", "lambda"]
+        return table[cols].rename_axis("term")
+
+
+def _estimates_of(result, index: int) -> tuple[list[str], np.ndarray, np.ndarray, float | None]:
+    """Names, estimates, covariance and residual df of one analysis result: an object
+    with ``params`` and ``cov_params()`` (statsmodels), with ``params_`` and
+    ``variance_matrix_`` (lifelines), or a pair (estimates, covariance)."""
+    from .exceptions import InputError
+
+    df = None
+    if isinstance(result, tuple) and len(result) == 2:
+        est, cov = result
+    elif hasattr(result, "params") and hasattr(result, "cov_params"):
+        est, cov = result.params, result.cov_params()
+        df = getattr(result, "df_resid", None)
+    elif hasattr(result, "params_") and hasattr(result, "variance_matrix_"):
+        est, cov = result.params_, result.variance_matrix_
+    else:
+        raise InputError(
+            f"analyze(func): func returned {type(result).__name__} for imputation {index}; "
+            "return a fitted result with params and cov_params() (statsmodels), or a pair "
+            "(estimates, covariance)"
+        )
+    if isinstance(est, pd.Series):
+        names = [str(n) for n in est.index]
+    else:
+        names = [f"b{j}" for j in range(np.size(est))]
+    est_arr = np.asarray(est, dtype=float).reshape(-1)
+    cov_arr = np.asarray(cov, dtype=float)
+    if cov_arr.ndim == 1 and cov_arr.size == est_arr.size:  # variances only
+        cov_arr = np.diag(cov_arr)
+    if cov_arr.shape != (est_arr.size, est_arr.size):
+        raise InputError(
+            f"analyze(func), imputation {index}: {est_arr.size} estimates but a covariance "
+            f"of shape {cov_arr.shape}; expected ({est_arr.size}, {est_arr.size})"
+        )
+    if isinstance(cov, pd.DataFrame) and isinstance(est, pd.Series):
+        cov_arr = cov.loc[est.index, est.index].to_numpy(dtype=float)
+    try:
+        df = None if df is None else float(df)
+    except (TypeError, ValueError):
+        df = None
+    return names, est_arr, cov_arr, df
+
+
+def analyze_function(datasets: list[pd.DataFrame], func, dfcom: float | None = None
+                     ) -> MultipleResults:
+    """Apply ``func`` to each completed data set and collect what Rubin's rules need.
+
+    ``func(frame)`` returns a fitted model with ``params`` and ``cov_params()`` (any
+    statsmodels result), one with ``params_`` and ``variance_matrix_`` (lifelines), or a
+    pair ``(estimates, covariance)`` (a covariance may be a vector of variances).
+    ``dfcom``: complete-data degrees of freedom for the Barnard–Rubin df; ``None`` takes
+    the results' ``df_resid`` when they have one (as mice's ``pool`` takes
+    ``df.residual``), else infinite (large-sample inference).
+    """
+    from .exceptions import InputError
+
+    if not callable(func):
+        raise InputError(f"analyze: func={func!r} is not callable")
+    if dfcom is not None and not (isinstance(dfcom, (int, float, np.integer, np.floating))
+                                  and dfcom > 0):
+        raise InputError(f"dfcom={dfcom!r} must be a positive number or None (infinite)")
+    results, ests, covs, dfs = [], [], [], []
+    names0: list[str] | None = None
+    for i, frame in enumerate(datasets, start=1):
+        res = func(frame)
+        names, est, cov, df = _estimates_of(res, i)
+        if names0 is None:
+            names0 = names
+        elif names != names0:
+            raise InputError(
+                f"analyze(func): imputation {i} gives parameters {names}, imputation 1 "
+                f"{names0}; the analysis must estimate the same parameters every time"
+            )
+        results.append(res)
+        ests.append(est)
+        covs.append(cov)
+        dfs.append(df)
+    if dfcom is None and all(d is not None for d in dfs):
+        dfcom = float(min(dfs))
+    if dfcom is not None and not np.isfinite(dfcom):
+        dfcom = None
+    return MultipleResults(results, list(names0 or []), np.array(ests), np.array(covs),
+                           dfcom)

@@ -130,17 +130,36 @@ class Imputed:
         return out
 
     # ------------------------------------------------------------------ analysis
-    def analyze(self, formula: str, family: str = "gaussian", **kwargs):
-        """Fit the mixed model ``formula`` (lme4 syntax) to each completed data set.
+    def analyze(self, formula, family: str = "gaussian", *, dfcom: float | None = None,
+                **kwargs):
+        """Fit the analysis model to each completed data set.
 
-        Returns a :class:`~mlmi.analysis.MultipleFits` whose ``pool()`` combines the
-        fixed effects by Rubin's rules and ``pool_random()`` summarises the random-effect
-        SDs and correlations. Extra keyword arguments go to :func:`mlmi.glmm.fit_glmm`.
+        ``formula`` a string: the mixed model (lme4 syntax), fitted by
+        :func:`mlmi.glmm.fit_glmm` (extra keyword arguments go there); returns a
+        :class:`~mlmi.analysis.MultipleFits` whose ``pool()`` combines the fixed effects
+        by Rubin's rules and ``pool_random()`` summarises the random-effect SDs.
+
+        ``formula`` a function: any analysis model. ``func(completed_frame)`` returns a
+        fitted result with ``params`` and ``cov_params()`` (statsmodels), one with
+        ``params_`` and ``variance_matrix_`` (lifelines), or a pair (estimates,
+        covariance); returns a :class:`~mlmi.analysis.MultipleResults` whose ``pool()``
+        applies Rubin's rules. ``dfcom``: the complete-data degrees of freedom (default:
+        the results' ``df_resid`` if they have one, else infinite).
         """
+        datasets = [self.complete(i) for i in range(1, self.m + 1)]
+        if callable(formula):
+            from ..analysis import analyze_function
+
+            if kwargs:
+                raise InputError(f"analyze(func) takes no model arguments; got "
+                                 f"{sorted(kwargs)}")
+            return analyze_function(datasets, formula, dfcom=dfcom)
         from ..analysis import analyze_completed
 
-        return analyze_completed([self.complete(i) for i in range(1, self.m + 1)], formula,
-                                 family, **kwargs)
+        if dfcom is not None:
+            raise InputError("dfcom= applies to analyze(func); the mixed-model path uses "
+                             "n - p")
+        return analyze_completed(datasets, formula, family, **kwargs)
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> pd.DataFrame:
