@@ -23,15 +23,21 @@ STRATEGIES: dict[str, dict[str, str]] = {
     "stratified": {"binary": "logreg", "count": "pmm", "continuous": "norm"},
 }
 
+#: method per type of a study-level variable (constant within studies), for every strategy
+STUDY_LEVEL: dict[str, str] = {"binary": "2lonly.bin", "count": "2lonly.pmm",
+                               "continuous": "2lonly.norm", "categorical": "2lonly.polyreg"}
 
-def register(name: str, *, types: tuple[str, ...], multilevel: bool, description: str = ""
-             ) -> Callable:
-    """Decorator registering an imputation method under ``name``."""
+
+def register(name: str, *, types: tuple[str, ...], multilevel: bool, description: str = "",
+             level: int = 1) -> Callable:
+    """Decorator registering an imputation method under ``name`` (``level=2``: it imputes
+    study-level variables, one value per study)."""
 
     def deco(func: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"imputation method {name!r} is already registered")
-        _REGISTRY[name] = MethodInfo(name, tuple(types), multilevel, func, description)
+        _REGISTRY[name] = MethodInfo(name, tuple(types), multilevel, func, description,
+                                     level)
         return func
 
     return deco
@@ -70,6 +76,7 @@ __all__ = [
     "COMPLETE",
     "SPORADIC",
     "STRATEGIES",
+    "STUDY_LEVEL",
     "SYSTEMATIC",
     "Draw",
     "MethodInfo",

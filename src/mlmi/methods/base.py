@@ -42,6 +42,8 @@ class Problem:
     cluster_role : the study column's code in the predictor matrix: -2 for multilevel
         methods; for single-level methods 1 = the study enters as a fixed categorical
         predictor (one indicator per study: stratified imputation), 0 = ignored.
+    n_levels : for a categorical variable, its number of categories L (``y`` holds the
+        category codes 0..L-1, the first category the reference); 0 otherwise.
     """
 
     variable: str
@@ -59,6 +61,7 @@ class Problem:
     sampler: str = "exact"
     state: dict[str, Any] = field(default_factory=dict)
     cluster_role: int = -2
+    n_levels: int = 0
 
     @property
     def n_clusters(self) -> int:
@@ -123,10 +126,12 @@ class Draw:
 @dataclass(frozen=True)
 class MethodInfo:
     """A registered method: its name, the variable types it imputes, whether it needs
-    the study identifier (multilevel), and the function."""
+    the study identifier (multilevel), the function, and the level of the variables it
+    imputes (2: study-level variables, one value per study, as mice's ``2lonly.*``)."""
 
     name: str
     types: tuple[str, ...]
     multilevel: bool
     func: Any
     description: str = ""
+    level: int = 1

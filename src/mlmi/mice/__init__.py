@@ -31,6 +31,10 @@ def impute(
     types: dict | None = None,
     scheduler=None,
     progress: bool = False,
+    level: dict | None = None,
+    derived: dict | None = None,
+    exclude: list[str] | None = None,
+    by: str | None = None,
 ) -> Imputed:
     """Multiple imputation of clustered (IPD meta-analysis) data by chained equations.
 
@@ -72,6 +76,22 @@ def impute(
         or the address of a scheduler (``"tcp://host:8786"``). Each chain is one task;
         the numbers are the same as in one process.
     progress : show a progress bar on stderr (steps of the chained equations).
+    level : dict variable → 1 or 2: declare a variable participant-level (1) or
+        study-level (2: one value per study, imputed once per study by a ``2lonly``
+        method from the study means of its predictors and copied to the members). A
+        variable constant within every study where it is observed is detected as
+        study-level without it.
+    derived : dict name → expression of other columns (mice's passive imputation), e.g.
+        ``{"bmi": "weight / (height / 100) ** 2", "treat_x_age": "treat * age"}``:
+        recomputed from the current imputations whenever an input changes, a predictor of
+        the other variables (not of its inputs), never imputed by a model; where the
+        column exists and is observed, the observed value is kept.
+    exclude : columns kept out of every model and left as they are in the output.
+        Identifiers (a distinct value in almost every row), date/time and row-name
+        columns are left out without it (see ``Imputed.excluded``).
+    by : a fully observed grouping column (e.g. the treatment arm): the whole
+        imputation runs separately within each of its levels, so every association with
+        it — effect modification included — is kept in the imputations.
 
     Returns
     -------
@@ -86,9 +106,15 @@ def impute(
         raise InputError(f"n_jobs={n_jobs!r}: use a positive number of processes or -1 (all)")
     if seed is not None and not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed={seed!r} must be an integer or None")
-    plan = make_plan(data, cluster, method=method, random=random,
-                     predictor_matrix=predictor_matrix, visit_sequence=visit_sequence,
-                     sampler=sampler, types=types)
+    args = {"method": method, "random": random, "predictor_matrix": predictor_matrix,
+            "visit_sequence": visit_sequence, "sampler": sampler, "types": types,
+            "level": level, "derived": derived}
+    if by is not None:
+        from .groups import impute_by
+
+        return impute_by(data, cluster, by, exclude, args, m=m, maxit=maxit, seed=seed,
+                         n_jobs=n_jobs, scheduler=scheduler, progress=progress)
+    plan = make_plan(data, cluster, exclude=exclude, **args)
     for message in plan.warnings:
         warnings.warn(message, ImputationWarning, stacklevel=2)
     with single_threaded_blas():
@@ -210,7 +236,7 @@ def _run_chains_dask(plan: Plan, seeds, maxit: int, scheduler, bar: Progress
 
 def _collect(plan: Plan, results: list[ChainResult], m: int, maxit: int, seed) -> Imputed:
     imputations = {v: np.vstack([r.imputations[v] for r in results])
-                   for v in plan.imputed_variables}
+                   for v in plan.output_variables}
     chains = pd.DataFrame([row for r in results for row in r.trace])
     diag = pd.DataFrame([row for r in results for row in r.diagnostics])
     if "fit_warnings" in diag:

@@ -58,7 +58,21 @@ class Imputed:
 
     @property
     def methods(self) -> dict[str, str]:
-        return dict(self.plan.methods)
+        """Method per incomplete variable ("" = left missing; "~expression" = derived,
+        mice's notation for passive imputation)."""
+        out = dict(self.plan.methods)
+        out.update({d: f"~{e.text}" for d, e in self.plan.derived.items()})
+        return out
+
+    @property
+    def excluded(self) -> dict[str, str]:
+        """Columns left out of every model and kept as they are, with the reason."""
+        return dict(self.plan.excluded)
+
+    @property
+    def study_level(self) -> list[str]:
+        """Study-level variables (declared or detected: constant within studies)."""
+        return list(self.plan.level2)
 
     @property
     def types(self) -> dict[str, str]:
@@ -202,6 +216,18 @@ class Imputed:
 def _restore(col: pd.Series, miss: np.ndarray, values: np.ndarray, spec) -> pd.Series:
     """Put imputed values into a copy of ``col`` in the column's own dtype and coding."""
     out = col.copy()
+    if spec.vtype == "categorical":  # category codes -> levels
+        fill = np.array([spec.levels[int(k)] for k in np.round(values)], dtype=object)
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            out = out.astype(object)
+            out.iloc[np.flatnonzero(miss)] = fill
+            return out.astype(col.dtype)
+        if pd.api.types.is_numeric_dtype(col.dtype):
+            out.iloc[np.flatnonzero(miss)] = fill.astype(float)
+            return out.astype(col.dtype)
+        out = out.astype(object)
+        out.iloc[np.flatnonzero(miss)] = fill
+        return out
     if spec.vtype == "binary":
         lv = spec.levels
         labels = np.where(values > 0.5, 1, 0)

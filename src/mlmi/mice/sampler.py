@@ -5,6 +5,12 @@ the study where the study observes it, else from all observed values. Each
 iteration then imputes every incomplete variable once, in the visit sequence, from
 its own model given the current values of the others. Observed values are never
 written to: only the rows where a variable is missing are.
+
+A study-level variable starts with one value per study (copied to its members); a
+categorical one is handled as category codes 0..L-1 (its dummy columns in the working
+matrix are rewritten from them). Derived variables are recomputed right after any of
+their inputs changes, and the study means of predictor-matrix code 3 are recomputed
+from the current values before every univariate step.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy as np
 
 from ..exceptions import MLMIError
 from ..methods import Problem, get_method
-from .setup import Plan
+from .setup import Plan, _compute_derived
 
 
 @dataclass
@@ -31,20 +37,49 @@ class ChainResult:
     diagnostics: list[dict]
 
 
+def get_values(plan: Plan, work: np.ndarray, var: str, rows=slice(None)) -> np.ndarray:
+    """Current values of ``var`` (category codes 0..L-1 for a categorical variable)."""
+    spec = plan.variables[var]
+    if spec.vtype != "categorical":
+        return work[rows, spec.cols[0]]
+    dummies = work[rows][:, spec.cols]
+    codes = np.where(dummies.max(axis=1) > 0.5, dummies.argmax(axis=1) + 1.0, 0.0)
+    return np.where(np.isnan(dummies).any(axis=1), np.nan, codes)
+
+
+def set_values(plan: Plan, work: np.ndarray, var: str, rows: np.ndarray,
+               values: np.ndarray) -> None:
+    """Write ``values`` (codes for a categorical variable) into ``var``'s columns."""
+    spec = plan.variables[var]
+    if spec.vtype != "categorical":
+        work[rows, spec.cols[0]] = values
+        return
+    codes = np.round(values).astype(np.int64)
+    work[np.ix_(rows, spec.cols)] = (codes[:, None] == np.arange(1, len(spec.cols) + 1)
+                                     ).astype(float)
+
+
 def initial_values(plan: Plan, work: np.ndarray, rng: np.random.Generator) -> None:
     """Fill the missing entries of the imputed variables with random observed values,
-    drawn within the study if it observes the variable, else from all studies."""
+    drawn within the study if it observes the variable, else from all studies; a
+    study-level variable gets one value per study. Derived variables are then computed."""
     for var in plan.imputed_variables:
-        col = plan.variables[var].cols[0]
         miss = plan.missing[var]
-        observed = work[~miss, col]
+        current = get_values(plan, work, var)
+        observed = current[~miss]
         obs_codes = plan.codes[~miss]
+        level2 = var in plan.level2
+        if level2:  # one value per observing study
+            _, first = np.unique(obs_codes, return_index=True)
+            study_values = observed[first]
         for study in np.unique(plan.codes[miss]):
             rows = np.flatnonzero(miss & (plan.codes == study))
             pool = observed[obs_codes == study]
             if pool.size == 0:
-                pool = observed
-            work[rows, col] = rng.choice(pool, size=rows.size)
+                pool = study_values if level2 else observed
+            draw = rng.choice(pool, size=1 if level2 else rows.size)
+            set_values(plan, work, var, rows, np.resize(draw, rows.size))
+    _compute_derived(plan, work, list(plan.derived))
 
 
 def run_chain(plan: Plan, chain: int, seed: np.random.SeedSequence, maxit: int,
@@ -62,21 +97,30 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
     initial_values(plan, work, rng)
     states: dict[str, dict] = {v: {} for v in plan.imputed_variables}
     design = {v: plan.predictors(v) for v in plan.imputed_variables}
+    means = {v: plan.mean_predictors(v) for v in plan.imputed_variables}
+    sizes = np.bincount(plan.codes, minlength=plan.labels.size).astype(float)
     trace: list[dict] = []
     diagnostics: list[dict] = []
     for it in range(1, maxit + 1):
         for var in plan.visit_sequence:
             info = get_method(plan.methods[var])
             spec = plan.variables[var]
-            col = spec.cols[0]
             cols, names, roles = design[var]
+            x = work[:, cols]
+            mean_cols, mean_names = means[var]
+            if mean_cols:  # predictor-matrix code 3: study means of the current values
+                x = np.column_stack([x, _study_means(work[:, mean_cols], plan.codes,
+                                                     sizes)])
+                names = [*names, *mean_names]
+                roles = np.concatenate([roles, np.ones(len(mean_cols), dtype=np.int64)])
             miss = plan.missing[var]
             problem = Problem(
-                variable=var, vtype=spec.vtype, y=work[:, col].copy(), ry=~miss, wy=miss,
-                x=work[:, cols], x_names=names, type=roles, cluster=plan.codes,
+                variable=var, vtype=spec.vtype, y=get_values(plan, work, var).copy(),
+                ry=~miss, wy=miss, x=x, x_names=names, type=roles, cluster=plan.codes,
                 cluster_labels=plan.labels, status=plan.status[var], rng=rng,
                 sampler=plan.sampler, state=states[var],
                 cluster_role=int(plan.predictor_matrix.loc[var, plan.cluster]),
+                n_levels=len(spec.levels) if spec.vtype == "categorical" else 0,
             )
             t0 = time.perf_counter()
             try:
@@ -94,7 +138,8 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
                     f"({int(np.sum(~np.isfinite(values)))} not finite); expected "
                     f"{int(miss.sum())} finite values"
                 )
-            work[miss, col] = values
+            set_values(plan, work, var, np.flatnonzero(miss), values)
+            _compute_derived(plan, work, plan.dependents(var))
             record = {"variable": var, "iteration": it, "chain": chain + 1,
                       "method": info.name, "seconds": seconds}
             record.update(draw.info)
@@ -102,10 +147,19 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
             if progress is not None:
                 progress()
         for var in plan.imputed_variables:
-            vals = work[plan.missing[var], plan.variables[var].cols[0]]
+            vals = get_values(plan, work, var, plan.missing[var])
             trace.append({"variable": var, "iteration": it, "chain": chain + 1,
                           "mean": float(vals.mean()), "sd": float(vals.std(ddof=1))
                           if vals.size > 1 else np.nan})
-    imputations = {v: work[plan.missing[v], plan.variables[v].cols[0]].copy()
-                   for v in plan.imputed_variables}
+    imputations = {v: get_values(plan, work, v, plan.missing[v]).copy()
+                   for v in plan.output_variables}
     return ChainResult(chain, imputations, trace, diagnostics)
+
+
+def _study_means(values: np.ndarray, codes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Each row's study mean of each column of ``values``."""
+    out = np.empty_like(values)
+    for j in range(values.shape[1]):
+        out[:, j] = (np.bincount(codes, weights=values[:, j], minlength=sizes.size)
+                     / sizes)[codes]
+    return out

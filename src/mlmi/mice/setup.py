@@ -13,7 +13,12 @@ Variable types (override with ``types=`` or by choosing a method):
 * **continuous** — any other numeric variable;
 * **categorical** — a non-numeric variable with more than two levels: used as a
   predictor through treatment (dummy) contrasts, first level the reference, columns
-  named ``<var><level>`` as in R; it cannot be imputed in this version.
+  named ``<var><level>`` as in R; imputed only when it is study-level
+  (``2lonly.polyreg``).
+
+Columns that are not data (identifiers, dates, row names) and ``exclude=`` columns stay
+out of every model; study-level variables, derived variables and study means as
+predictors (predictor-matrix code 3) are described in :mod:`mlmi.mice.columns`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import InputError, ModelError
-from ..methods import COMPLETE, SPORADIC, STRATEGIES, SYSTEMATIC, get_method
+from ..methods import COMPLETE, SPORADIC, STRATEGIES, STUDY_LEVEL, SYSTEMATIC, get_method
+from .columns import MANY_LEVELS, Expression, not_data, study_level_violations
 
 MAX_COUNT_LEVELS = 20
 TYPES = ("binary", "count", "continuous", "categorical")
@@ -67,10 +73,44 @@ class Plan:
     sampler: str
     notes: list[str] = field(default_factory=list)  # information (e.g. dummy coding)
     warnings: list[str] = field(default_factory=list)  # also emitted as ImputationWarning
+    #: columns kept out of every model (and untouched in the output), with the reason
+    excluded: dict[str, str] = field(default_factory=dict)
+    #: study-level variables (declared or detected: constant within studies)
+    level2: list[str] = field(default_factory=list)
+    #: derived (passive) variables, in the order they are computed
+    derived: dict[str, Expression] = field(default_factory=dict)
+    #: the grouping column of imputation by group (``by=``), if any
+    by: str | None = None
 
     @property
     def imputed_variables(self) -> list[str]:
         return [v for v, m in self.methods.items() if m]
+
+    @property
+    def output_variables(self) -> list[str]:
+        """Variables with values filled in by a chain: the imputed and the derived ones."""
+        return [*self.imputed_variables, *self.derived]
+
+    def mean_predictors(self, target: str) -> tuple[list[int], list[str]]:
+        """Working-matrix columns whose study means are fixed predictors of ``target``
+        (predictor-matrix code 3), and the names of those means."""
+        row = self.predictor_matrix.loc[target]
+        cols, names = [], []
+        for var, code in row.items():
+            if code == 3:
+                v = self.variables[var]
+                cols.extend(v.cols)
+                names.extend(f"mean({n})" for n in v.col_names)
+        return cols, names
+
+    def dependents(self, var: str) -> list[str]:
+        """Derived variables to recompute after ``var`` changes, in computing order."""
+        changed, out = {var}, []
+        for name, expr in self.derived.items():
+            if changed & set(expr.inputs):
+                out.append(name)
+                changed.add(name)
+        return out
 
     def predictors(self, target: str) -> tuple[list[int], list[str], np.ndarray]:
         """Working-matrix columns, their names and mice roles (1 or 2) of the
@@ -82,11 +122,11 @@ class Plan:
             # the cluster, single-level ones through Problem.cluster_role
             if var == self.cluster:
                 continue
-            if code in (1, 2):
+            if code in (1, 2, 3):  # 3: the variable and (mean_predictors) its study mean
                 v = self.variables[var]
                 cols.extend(v.cols)
                 names.extend(v.col_names)
-                roles.extend([int(code)] * len(v.cols))
+                roles.extend([2 if code == 2 else 1] * len(v.cols))
         return cols, names, np.array(roles, dtype=np.int64)
 
 
@@ -186,8 +226,16 @@ def make_plan(
     visit_sequence: list[str] | None = None,
     sampler: str = "exact",
     types: dict | None = None,
+    level: dict | None = None,
+    derived: dict | None = None,
+    exclude: list[str] | None = None,
+    fixed: Plan | None = None,
 ) -> Plan:
-    """Validate the arguments of :func:`mlmi.impute` and build the imputation plan."""
+    """Validate the arguments of :func:`mlmi.impute` and build the imputation plan.
+
+    ``fixed``: a plan of the whole data whose column decisions (types and levels,
+    exclusions, study-level variables) this plan of a subset (one group of ``by=``) keeps.
+    """
     if not isinstance(data, pd.DataFrame):
         raise InputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if data.columns.duplicated().any():
@@ -226,9 +274,28 @@ def make_plan(
             "identified only through the between-study distribution"
         )
 
-    columns = [c for c in data.columns if c != cluster]
     types = dict(types or {})
-    _check_names("types", types, columns, cluster)
+    _check_names("types", types, [c for c in data.columns if c != cluster], cluster)
+    derived_exprs = _parse_derived(derived, data, cluster)
+    if any(d not in data.columns for d in derived_exprs):  # new columns, computed
+        data = data.copy()
+        for d in derived_exprs:
+            if d not in data.columns:
+                data[d] = np.nan
+    excluded = _excluded_columns(data, cluster, exclude, types, derived_exprs, fixed)
+    for col, why in excluded.items():
+        notes.append(f"column {col!r} left out of every model and kept as it is: {why}")
+    columns = [c for c in data.columns if c != cluster and c not in excluded]
+    for d, expr in derived_exprs.items():
+        for name in expr.inputs:
+            if name not in columns and name not in derived_exprs:
+                raise InputError(
+                    f"derived[{d!r}] = {expr.text!r} uses {name!r}, which is "
+                    + ("excluded from the models" if name in excluded else
+                       "the cluster column" if name == cluster else "not a column of data")
+                )
+    if fixed is not None:
+        types = {c: fixed.variables[c].vtype for c in columns if c in fixed.variables}
 
     # types and the numeric working matrix
     variables: dict[str, Variable] = {}
@@ -236,14 +303,22 @@ def make_plan(
     for name in columns:
         col = data[name]
         n_missing = int(col.isna().sum())
-        if n_missing == len(col):
+        if n_missing == len(col) and name not in derived_exprs:
             raise InputError(
                 f"variable {name!r} is missing in all {len(col)} rows; there is nothing to "
                 "impute it from — drop the column"
             )
-        inferred = infer_type(col)
-        vtype, levels = (_coerce_type(col, types[name], inferred) if name in types
-                         else inferred)
+        if name in derived_exprs:
+            if not pd.api.types.is_numeric_dtype(col.dtype) and col.notna().any():
+                raise InputError(f"derived variable {name!r} has non-numeric values "
+                                 f"(dtype {col.dtype})")
+            vtype, levels = "continuous", None
+        elif fixed is not None and name in fixed.variables:
+            vtype, levels = fixed.variables[name].vtype, fixed.variables[name].levels
+        else:
+            inferred = infer_type(col)
+            vtype, levels = (_coerce_type(col, types[name], inferred) if name in types
+                             else inferred)
         block, names = _encode(col, vtype, levels)
         start = sum(b.shape[1] for b in blocks)
         variables[name] = Variable(name, vtype, levels, list(range(start, start + len(names))),
@@ -252,30 +327,162 @@ def make_plan(
         work_names.extend(names)
     work = np.column_stack(blocks) if blocks else np.empty((len(data), 0))
     for name, v in variables.items():
-        if v.vtype == "categorical" and v.n_missing == 0:
+        if v.vtype == "categorical" and len(v.levels) > MANY_LEVELS:
+            warns.append(
+                f"categorical variable {name!r} has {len(v.levels)} levels: "
+                f"{len(v.cols)} dummy columns in every imputation model — is it an "
+                f"identifier? Leave it out with exclude=[{name!r}], or group its levels"
+            )
+        elif v.vtype == "categorical" and v.n_missing == 0:
             notes.append(
                 f"categorical predictor {name!r} enters the imputation models as "
                 f"{len(v.cols)} dummy column(s) {v.col_names} (reference level "
                 f"{_short(v.levels[0])!r})"
             )
+    for name, expr in derived_exprs.items():
+        for inp in expr.inputs:
+            if inp in variables and variables[inp].vtype == "categorical":
+                raise InputError(f"derived[{name!r}] uses the categorical variable {inp!r}; "
+                                 "use its dummy coding in a variable of its own")
 
-    incomplete = [c for c in columns if variables[c].n_missing > 0]
-    methods = _assign_methods(method, variables, incomplete, cluster, data)
-    pm = _predictor_matrix(predictor_matrix, random, variables, methods, columns, cluster)
+    level2 = _study_level(data, codes, labels.size, variables, columns, level, derived_exprs,
+                          fixed, cluster)
+    incomplete = [c for c in columns if variables[c].n_missing > 0 and c not in derived_exprs]
+    methods = _assign_methods(method, variables, incomplete, cluster, data, level2, level,
+                              warns)
+    pm = _predictor_matrix(predictor_matrix, random, variables, methods, columns, cluster,
+                           derived_exprs, level2)
     visit = _visit_sequence(visit_sequence, methods, columns)
+    for name, expr in derived_exprs.items():
+        for inp in expr.inputs:
+            if inp in variables and variables[inp].n_missing and inp not in derived_exprs \
+                    and not methods.get(inp):
+                raise InputError(f"derived[{name!r}] uses {inp!r}, which is incomplete and "
+                                 "not imputed")
+        notes.append(f"derived variable {name!r} = {expr.text}: recomputed whenever "
+                     f"{', '.join(map(repr, expr.inputs))} change(s); observed values kept; "
+                     "not a predictor of its inputs")
+    for name in level2:
+        if methods.get(name):
+            notes.append(f"{name!r} is study-level: imputed once per study by "
+                         f"{methods[name]!r} and copied to the members")
 
-    missing = {v: data[v].isna().to_numpy() for v in incomplete}
+    missing = {v: data[v].isna().to_numpy() for v in [*incomplete, *derived_exprs]}
     status = {}
-    for v in incomplete:
+    for v in missing:
         n_obs = np.bincount(codes[~missing[v]], minlength=labels.size)
         st = np.full(labels.size, COMPLETE, dtype=np.int64)
         st[(n_obs > 0) & (n_obs < sizes)] = SPORADIC
         st[n_obs == 0] = SYSTEMATIC
         status[v] = st
     plan = Plan(data, cluster, codes, labels, variables, methods, pm, visit, work, work_names,
-                missing, status, sampler, notes, warns)
+                missing, status, sampler, notes, warns, excluded, level2, derived_exprs)
     _check_identifiable(plan)
+    _compute_derived(plan, plan.work, list(derived_exprs))
     return plan
+
+
+def _compute_derived(plan: Plan, work: np.ndarray, names: list[str]) -> None:
+    """Recompute the derived variables ``names`` (in order) at their missing rows from
+    the current values of their inputs in ``work``; observed values are kept."""
+    for name in names:
+        expr = plan.derived[name]
+        rows = plan.missing[name]
+        inputs = {v: work[rows, plan.variables[v].cols[0]] for v in expr.inputs}
+        work[rows, plan.variables[name].cols[0]] = expr.evaluate(inputs)
+
+
+def _parse_derived(derived, data: pd.DataFrame, cluster: str) -> dict[str, Expression]:
+    if derived is None:
+        return {}
+    if not isinstance(derived, dict):
+        raise InputError(f"derived must be a dict name -> expression, not "
+                         f"{type(derived).__name__}")
+    out: dict[str, Expression] = {}
+    for name, text in derived.items():
+        if not isinstance(name, str) or not name:
+            raise InputError(f"derived: {name!r} is not a column name")
+        if name == cluster:
+            raise InputError(f"derived[{name!r}]: the cluster column cannot be derived")
+        expr = Expression.parse(name, text)
+        if name in expr.inputs:
+            raise InputError(f"derived[{name!r}] = {text!r} uses {name!r} itself")
+        for inp in expr.inputs:
+            if inp in derived and inp not in out:
+                raise InputError(f"derived[{name!r}] uses the derived variable {inp!r}, "
+                                 "which must be defined before it")
+        out[name] = expr
+    return out
+
+
+def _excluded_columns(data, cluster, exclude, types, derived, fixed) -> dict[str, str]:
+    """Columns kept out of every model: ``exclude=`` and columns that are not data."""
+    if fixed is not None:
+        return {c: why for c, why in fixed.excluded.items() if c in data.columns}
+    if exclude is None:
+        exclude = []
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    out: dict[str, str] = {}
+    for col in exclude:
+        if col == cluster:
+            raise InputError(f"exclude names the cluster column {cluster!r}")
+        if col not in data.columns:
+            raise InputError(f"exclude names column {col!r}, which is not in data")
+        if col in derived:
+            raise InputError(f"exclude names the derived variable {col!r}")
+        out[col] = "exclude="
+    for col in data.columns:
+        if col == cluster or col in out or col in types or col in derived:
+            continue
+        why = not_data(data[col])
+        if why:
+            out[col] = why + "; name it in types= to use it"
+    return out
+
+
+def _study_level(data, codes, n_studies, variables, columns, level, derived, fixed,
+                 cluster) -> list[str]:
+    """Declared (``level={var: 2}``) and detected study-level variables."""
+    level = dict(level or {})
+    _check_names("level", level, columns, cluster)
+    for var, lv in level.items():
+        if lv not in (1, 2):
+            raise InputError(f"level[{var!r}] = {lv!r}: use 1 (participant) or 2 (study)")
+        if var in derived:
+            raise InputError(f"level[{var!r}]: a derived variable is computed, not imputed")
+    if fixed is not None:
+        return [v for v in fixed.level2 if v in variables]
+    out = []
+    for var in columns:
+        if var in derived:
+            continue
+        v = variables[var]
+        values = _codes_of(v, data[var])
+        bad, repeated = study_level_violations(values, codes, n_studies)
+        if level.get(var) == 2:
+            if bad.size:
+                labels = pd.factorize(data[cluster], sort=True)[1]
+                raise InputError(
+                    f"level[{var!r}] = 2, but {var!r} takes different observed values "
+                    f"within {bad.size} stud{'y' if bad.size == 1 else 'ies'} "
+                    f"({', '.join(str(labels[k]) for k in bad[:5])}); a study-level "
+                    "variable has one value per study"
+                )
+            out.append(var)
+        elif (var not in level and not bad.size and repeated >= 2
+              and np.unique(values[~np.isnan(values)]).size > 1):
+            out.append(var)
+    return out
+
+
+def _codes_of(v: Variable, col: pd.Series) -> np.ndarray:
+    """The values of a variable as numbers (category codes for a categorical one)."""
+    if v.vtype in ("categorical", "binary") and v.levels is not None:
+        lookup = {lv: float(k) for k, lv in enumerate(v.levels)}
+        return np.array([np.nan if pd.isna(x) else lookup.get(x, np.nan)
+                         for x in col.to_numpy(dtype=object)])
+    return col.to_numpy(dtype=float)
 
 
 def _check_names(arg: str, mapping: dict, columns: list[str], cluster: str) -> None:
@@ -313,8 +520,13 @@ def _encode(col: pd.Series, vtype: str, levels: list | None) -> tuple[np.ndarray
 
 
 def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str],
-                    cluster: str, data: pd.DataFrame) -> dict[str, str]:
-    """Method per incomplete variable: a strategy, one method for all, or a dict."""
+                    cluster: str, data: pd.DataFrame, level2: list[str] | None = None,
+                    level: dict | None = None, warns: list[str] | None = None
+                    ) -> dict[str, str]:
+    """Method per incomplete variable: a strategy, one method for all, or a dict. A
+    study-level variable gets its ``2lonly`` method unless one is given."""
+    level2 = level2 or []
+    level = level or {}
     strategy = "mlmi"
     per_var: dict[str, str] = {}
     if method is None:
@@ -328,6 +540,9 @@ def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str
     elif isinstance(method, dict):
         _check_names("method", method, list(variables), cluster)
         for var, name in method.items():
+            if var not in incomplete and variables[var].n_missing and name:
+                raise InputError(f"method[{var!r}]: {var!r} is a derived variable, "
+                                 "computed from its inputs and not imputed by a model")
             if variables[var].n_missing == 0 and name:
                 raise InputError(
                     f"method[{var!r}] = {name!r}, but {var!r} has no missing values"
@@ -345,6 +560,8 @@ def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str
     for var in incomplete:
         v = variables[var]
         name = per_var.get(var)
+        if name is None and var in level2:
+            name = STUDY_LEVEL[v.vtype]
         if name is None:
             if v.vtype not in table:
                 raise InputError(
@@ -364,6 +581,19 @@ def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str
                     f"method {name!r} imputes {' or '.join(info.types)} variables, but "
                     f"{var!r} is {v.vtype}" + _type_hint(v)
                 )
+            if info.level == 2 and var not in level2:
+                raise InputError(
+                    f"method {name!r} imputes study-level variables, but {var!r} takes "
+                    "different observed values within a study (or is declared level 1)"
+                )
+            if info.level == 1 and var in level2 and warns is not None:
+                warns.append(
+                    f"{var!r} is constant within every study where it is observed (a "
+                    f"study-level variable) but is imputed by the participant-level method "
+                    f"{name!r}: members of one study will get different values. Use "
+                    f"{STUDY_LEVEL[v.vtype]!r}, or declare level={{{var!r}: 1}} if it is "
+                    "a participant-level variable"
+                )
         methods[var] = name
     return methods
 
@@ -374,15 +604,22 @@ def _type_hint(v: Variable) -> str:
     return ""
 
 
-def _predictor_matrix(pm, random, variables, methods, columns, cluster) -> pd.DataFrame:
-    """mice's predictor matrix (targets × columns): -2 cluster, 1 fixed, 2 random slope."""
+def _predictor_matrix(pm, random, variables, methods, columns, cluster, derived=None,
+                      level2=None) -> pd.DataFrame:
+    """mice's predictor matrix (targets × columns): -2 cluster, 1 fixed, 2 random slope,
+    3 fixed effects of the variable and of its study mean."""
+    derived = derived or {}
+    level2 = level2 or []
     cols = [*columns, cluster]
     targets = [v for v, m in methods.items() if m]
+    inputs_of = {d: _all_inputs(d, derived) for d in derived}
     if pm is None:
         out = pd.DataFrame(0, index=targets, columns=cols, dtype=np.int64)
         for t in targets:
             for c in columns:
-                if c != t:
+                # a derived variable does not predict its own inputs (it is a function
+                # of them: collinear where observed, circular where imputed)
+                if c != t and not (c in derived and t in inputs_of[c]):
                     out.loc[t, c] = 1
             # multilevel: the cluster; single-level: the study as fixed dummies (stratified)
             out.loc[t, cluster] = -2 if get_method(methods[t]).multilevel else 1
@@ -392,12 +629,13 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster) -> pd.Da
         unknown = [c for c in list(pm.columns) + list(pm.index) if c not in cols]
         if unknown:
             raise InputError(f"predictor_matrix names unknown column(s) {unknown}")
-        bad = ~pm.isin([-2, 0, 1, 2])
+        bad = ~pm.isin([-2, 0, 1, 2, 3])
         if bad.to_numpy().any():
             r, c = np.argwhere(bad.to_numpy())[0]
             raise InputError(
                 f"predictor_matrix[{pm.index[r]!r}, {pm.columns[c]!r}] = {pm.iat[r, c]}; "
-                "use mice's codes -2 (cluster), 0 (not used), 1 (fixed), 2 (random slope)"
+                "use mice's codes -2 (cluster), 0 (not used), 1 (fixed), 2 (random slope), "
+                "3 (fixed effects of the variable and of its study mean)"
             )
         out = pd.DataFrame(0, index=targets, columns=cols, dtype=np.int64)
         for t in targets:
@@ -453,12 +691,41 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster) -> pd.Da
                 f"{cluster!r}] must be 1 (the study as fixed dummies) or 0 (ignored), "
                 f"not {row[cluster]}"
             )
+        if info.level == 2 and (row == 2).any():
+            raise InputError(
+                f"method {info.name!r} for {t!r} fits one row per study and cannot have "
+                f"random slopes ({list(row.index[row == 2])})"
+            )
         for c in columns:
+            if row[c] == 3:
+                if info.level == 2:
+                    raise InputError(
+                        f"predictor_matrix[{t!r}, {c!r}] = 3: {info.name!r} already uses "
+                        "the study means of its predictors; use 1")
+                if not info.multilevel and row[cluster] == 1:
+                    raise InputError(
+                        f"predictor_matrix[{t!r}, {c!r}] = 3: the study mean of {c!r} is "
+                        f"collinear with the study dummies of {info.name!r}; use a "
+                        "multilevel method or predictor_matrix[t, cluster] = 0")
+                if c in level2:
+                    raise InputError(
+                        f"predictor_matrix[{t!r}, {c!r}] = 3, but {c!r} is study-level: "
+                        "its study mean is itself; use 1")
+            if c in derived:
+                continue  # computed from its inputs, which are checked below
             if row[c] != 0 and variables[c].n_missing and not methods.get(c):
                 raise InputError(
                     f"{c!r} predicts {t!r} but is incomplete and not imputed; impute it or "
                     f"set predictor_matrix[{t!r}, {c!r}] = 0"
                 )
+    return out
+
+
+def _all_inputs(name: str, derived: dict[str, Expression]) -> set[str]:
+    """The data columns a derived variable depends on, through other derived ones."""
+    out: set[str] = set()
+    for inp in derived[name].inputs:
+        out |= _all_inputs(inp, derived) if inp in derived else {inp}
     return out
 
 

@@ -1,0 +1,153 @@
+"""Imputation by group (``by=``): the whole multilevel imputation runs separately within
+each level of a fully observed grouping variable.
+
+Imputing within treatment arms keeps every association with treatment in the
+imputations — effect modification (treatment × covariate interactions) included — which
+one joint model without the interaction would shrink towards zero. The price: each arm's
+models are fitted to that arm's participants only.
+
+Decisions about columns (types and category levels, exclusions, study-level variables)
+are made once on the whole data, so that the groups' imputations fit together. Within a
+group a study is what it contributes to that group: a study with fewer than
+``MIN_PER_ARM`` participants in an arm is named in a warning and stays in that arm's
+model, where its random effects are drawn mostly from the between-study distribution
+(its few participants carry little information about its own intercept); a study with
+no participants in an arm has nothing to impute there. An arm observed in fewer than two
+studies cannot have a multilevel model and is an error naming the arm.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .._progress import Progress
+from .._threads import single_threaded_blas
+from ..exceptions import ImputationWarning, InputError, MLMIError
+from .imputed import Imputed
+from .setup import Plan, make_plan
+
+#: fewer participants of a study in one group than this are named in a warning
+MIN_PER_ARM = 5
+
+
+def _subset_args(args: dict, incomplete: set[str]) -> dict:
+    """The arguments of make_plan restricted to the variables a group has to impute."""
+    out = dict(args)
+    if isinstance(args.get("method"), dict):
+        out["method"] = {v: name for v, name in args["method"].items() if v in incomplete}
+    if args.get("random"):
+        out["random"] = {v: s for v, s in args["random"].items() if v in incomplete}
+    pm = args.get("predictor_matrix")
+    if pm is not None:
+        out["predictor_matrix"] = pm.loc[[v for v in pm.index if v in incomplete]]
+    if args.get("visit_sequence") is not None:
+        out["visit_sequence"] = [v for v in args["visit_sequence"] if v in incomplete]
+    return out
+
+
+def impute_by(data: pd.DataFrame, cluster: str, by: str, exclude, args: dict, *, m: int,
+              maxit: int, seed, n_jobs: int, scheduler, progress: bool) -> Imputed:
+    """:func:`mlmi.impute` with ``by=``: one imputation per level of ``by``, combined."""
+    from . import _collect, _report, _run_chains, _run_chains_dask
+
+    if not isinstance(data, pd.DataFrame):
+        raise InputError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if not isinstance(by, str) or by not in data.columns:
+        raise InputError(f"by={by!r} is not a column of data")
+    if by == cluster:
+        raise InputError(f"by={by!r} is the cluster column; imputation by group needs a "
+                         "participant-level grouping such as the treatment arm")
+    if data[by].isna().any():
+        raise InputError(f"by={by!r} has {int(data[by].isna().sum())} missing value(s); the "
+                         "grouping variable must be fully observed")
+    if args.get("derived") and by in args["derived"]:
+        raise InputError(f"by={by!r} is a derived variable")
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude or [])
+    if by in exclude:
+        raise InputError(f"by={by!r} is also in exclude")
+    whole = make_plan(data, cluster, exclude=[*exclude, by], **args)
+    whole.excluded[by] = "by= (constant within each group)"
+    whole.notes[:] = [n for n in whole.notes if not n.startswith(f"column {by!r}")]
+    whole.by = by
+    levels = sorted(pd.unique(data[by]), key=lambda v: (str(type(v)), v))
+    if len(levels) < 2:
+        raise InputError(f"by={by!r} has a single value {levels[0]!r}: nothing to split")
+    positions = []
+    plans = []
+    frame = whole.data  # with any new derived columns
+    for g in levels:
+        rows = np.flatnonzero((frame[by] == g).to_numpy())
+        sub = frame.iloc[rows]
+        sizes = sub[cluster].value_counts()
+        few = sizes[sizes < MIN_PER_ARM]
+        if few.size:
+            whole.warnings.append(
+                f"by={by!r}, group {g!r}: {few.size} stud{'y has' if few.size == 1 else 'ies have'}"
+                f" fewer than {MIN_PER_ARM} participants in this group ("
+                + ", ".join(f"{k}: {v}" for k, v in few.sort_index().items())
+                + "); they stay in the group's model, their random effects drawn mostly "
+                "from the between-study distribution"
+            )
+        sub_args = _subset_args(args, {v for v, miss in whole.missing.items()
+                                       if miss[rows].any()})
+        if whole.derived:  # new derived columns exist in frame: do not add them again
+            sub_args["derived"] = {d: e.text for d, e in whole.derived.items()}
+        try:
+            plan = make_plan(sub, cluster, fixed=whole, **sub_args)
+        except MLMIError as exc:
+            raise type(exc)(f"by={by!r}, group {g!r} ({rows.size} participants): {exc}"
+                            ) from exc
+        plan.by = by
+        whole.warnings.extend(f"by={by!r}, group {g!r}: {w}" for w in plan.warnings)
+        positions.append(rows)
+        plans.append(plan)
+    for message in whole.warnings:
+        warnings.warn(message, ImputationWarning, stacklevel=3)
+    group_seeds = np.random.SeedSequence(seed).spawn(len(levels))
+    total = sum(m * maxit * len(p.visit_sequence) for p in plans)
+    bar = Progress(total, enabled=progress, label="impute")
+    results = []
+    try:
+        with single_threaded_blas():
+            for plan, gs in zip(plans, group_seeds, strict=True):
+                seeds = gs.spawn(m)
+                if scheduler is not None:
+                    results.append(_run_chains_dask(plan, seeds, maxit, scheduler, bar))
+                else:
+                    results.append(_run_chains(plan, seeds, maxit, n_jobs, bar))
+    finally:
+        bar.close()
+    parts = [_collect(plan, res, m, maxit, seed) for plan, res in zip(plans, results,
+                                                                          strict=True)]
+    imputed = _combine(whole, parts, levels, positions, m, maxit, seed)
+    report = _report(imputed)
+    if report:
+        warnings.warn(report, ImputationWarning, stacklevel=3)
+    return imputed
+
+
+def _combine(whole: Plan, parts: list[Imputed], levels, positions, m: int, maxit: int,
+             seed) -> Imputed:
+    """One Imputed of the whole data from the groups' imputations."""
+    n = len(whole.data)
+    imputations = {}
+    for var in whole.output_variables:
+        full = np.full((m, n), np.nan)
+        for part, rows in zip(parts, positions, strict=True):
+            if var in part.imputations:
+                full[:, rows[part.plan.missing[var]]] = part.imputations[var]
+        imputations[var] = full[:, whole.missing[var]]
+        if np.isnan(imputations[var]).any():  # a variable no group imputed
+            raise MLMIError(f"{var!r}: {int(np.isnan(imputations[var][0]).sum())} missing "
+                            "value(s) not imputed by any group")
+    chains = pd.concat([p.chains.assign(**{"group": g}) for p, g in zip(parts, levels,
+                                                                        strict=True)],
+                       ignore_index=True)
+    diag = pd.concat([p.diagnostics.assign(**{"group": g}) for p, g in zip(parts, levels,
+                                                                           strict=True)],
+                     ignore_index=True)
+    return Imputed(plan=whole, m=m, maxit=maxit, seed=seed, imputations=imputations,
+                   chains=chains, diagnostics=diag)
