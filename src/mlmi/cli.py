@@ -88,6 +88,21 @@ def _parse_random(items: list[str] | None) -> dict | None:
     return out
 
 
+def _parse_pairs(items: list[str] | None, option: str, form: str) -> dict | None:
+    """NAME=VALUE options (repeatable) as a dict."""
+    from .exceptions import InputError
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"{option} {item!r}: use {form}")
+        name, value = item.split("=", 1)
+        out[name.strip()] = value.strip()
+    return out
+
+
 def _impute(args: argparse.Namespace) -> int:
     """Impute a user's file; write the long format (.imp, .id, then the columns)."""
     from pathlib import Path
@@ -99,7 +114,11 @@ def _impute(args: argparse.Namespace) -> int:
     imputed = impute(data, args.cluster, m=args.m, maxit=args.maxit,
                      method=_parse_methods(args.method), random=_parse_random(args.random),
                      sampler=args.sampler, seed=args.seed, n_jobs=args.jobs,
-                     progress=not args.quiet)
+                     progress=not args.quiet,
+                     level=dict.fromkeys(args.level2, 2) if args.level2 else None,
+                     derived=_parse_pairs(args.derived, "--derived", "NAME=EXPRESSION"),
+                     types=_parse_pairs(args.type, "--type", "VAR=TYPE"),
+                     exclude=args.exclude, by=args.by)
     out = write_table(imputed.complete("long"), args.out)
     stem = Path(args.out).with_suffix("")
     diag = write_table(imputed.diagnostics, f"{stem}.diagnostics.csv")
@@ -229,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "strategy for all: mlmi, stratified, 2stage")
     imp.add_argument("--random", action="append", metavar="VAR=PRED[,PRED]",
                      help="random slopes in a variable's model (repeatable), e.g. x1=y")
+    imp.add_argument("--level2", action="append", metavar="VAR",
+                     help="a study-level variable (repeatable): imputed once per study; "
+                          "variables constant within studies are detected without it")
+    imp.add_argument("--derived", action="append", metavar="NAME=EXPR",
+                     help="a derived variable (repeatable), e.g. 'bmi=weight/(height/100)**2'"
+                          ": recomputed from its inputs, never imputed by a model")
+    imp.add_argument("--exclude", action="append", metavar="COL",
+                     help="keep a column out of every model, untouched (repeatable)")
+    imp.add_argument("--by", metavar="COL",
+                     help="impute separately within each level of this fully observed "
+                          "column (e.g. the treatment arm)")
+    imp.add_argument("--type", action="append", metavar="VAR=TYPE",
+                     help="override a variable's type (repeatable): binary, count, "
+                          "continuous or categorical")
     imp.add_argument("--m", type=int, default=5, help="imputations (default 5)")
     imp.add_argument("--maxit", type=int, default=10, help="iterations (default 10)")
     imp.add_argument("--seed", type=int, default=None)

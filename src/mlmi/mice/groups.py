@@ -72,7 +72,8 @@ def impute_by(data: pd.DataFrame, cluster: str, by: str, exclude, args: dict, *,
     whole.excluded[by] = "by= (constant within each group)"
     whole.notes[:] = [n for n in whole.notes if not n.startswith(f"column {by!r}")]
     whole.by = by
-    levels = sorted(pd.unique(data[by]), key=lambda v: (str(type(v)), v))
+    levels = [v.item() if isinstance(v, np.generic) else v
+              for v in sorted(pd.unique(data[by]), key=lambda v: (str(type(v)), v))]
     if len(levels) < 2:
         raise InputError(f"by={by!r} has a single value {levels[0]!r}: nothing to split")
     positions = []
@@ -129,16 +130,51 @@ def impute_by(data: pd.DataFrame, cluster: str, by: str, exclude, args: dict, *,
     return imputed
 
 
+def _one_value_per_study(whole: Plan, var: str, full: np.ndarray, group_of: np.ndarray
+                         ) -> None:
+    """A study-level variable has one value per study across the groups too: a study's
+    observed value where any member (in any group) has it, else the value drawn in the
+    group with most of the study's members (each group imputed the study on its own)."""
+    from .sampler import get_values
+
+    miss = whole.missing[var]
+    current = get_values(whole, whole.work, var)
+    n_groups = int(group_of.max()) + 1
+    harmonised = 0
+    for k in np.unique(whole.codes[miss]):
+        in_study = whole.codes == k
+        rows = np.flatnonzero(in_study & miss)
+        observed = current[in_study & ~miss]
+        if observed.size:
+            full[:, rows] = observed[0]
+            continue
+        sizes = np.bincount(group_of[in_study], minlength=n_groups)
+        source = rows[group_of[rows] == int(np.argmax(sizes))][0]
+        if np.unique(group_of[rows]).size > 1:
+            harmonised += 1
+        full[:, rows] = full[:, [source]]
+    if harmonised:
+        whole.notes.append(
+            f"study-level {var!r}: {harmonised} stud{'y' if harmonised == 1 else 'ies'} "
+            f"imputed in more than one group of by={whole.by!r} take the value drawn in the "
+            "group with most of their members")
+
+
 def _combine(whole: Plan, parts: list[Imputed], levels, positions, m: int, maxit: int,
              seed) -> Imputed:
     """One Imputed of the whole data from the groups' imputations."""
     n = len(whole.data)
+    group_of = np.empty(n, dtype=np.int64)
+    for g, rows in enumerate(positions):
+        group_of[rows] = g
     imputations = {}
     for var in whole.output_variables:
         full = np.full((m, n), np.nan)
         for part, rows in zip(parts, positions, strict=True):
             if var in part.imputations:
                 full[:, rows[part.plan.missing[var]]] = part.imputations[var]
+        if var in whole.level2:
+            _one_value_per_study(whole, var, full, group_of)
         imputations[var] = full[:, whole.missing[var]]
         if np.isnan(imputations[var]).any():  # a variable no group imputed
             raise MLMIError(f"{var!r}: {int(np.isnan(imputations[var][0]).sum())} missing "

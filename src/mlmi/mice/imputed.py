@@ -209,7 +209,19 @@ class Imputed:
             lines.append(f"  {var:<16} {self.plan.variables[var].vtype:<11} "
                          f"{self.plan.methods[var]:<10} missing {int(self.plan.missing[var].sum())}"
                          f" (sporadic in {int(np.sum(st == 1))}, systematic in "
-                         f"{int(np.sum(st == 2))} studies)")
+                         f"{int(np.sum(st == 2))} studies)"
+                         + (", study-level" if var in self.plan.level2 else ""))
+        for var, expr in self.plan.derived.items():
+            lines.append(f"  {var:<16} derived     ~{expr.text}")
+        if self.plan.by:
+            n_groups = self.diagnostics["group"].nunique() if "group" in self.diagnostics \
+                else 0
+            lines.append(f"  imputed separately within the {n_groups} levels of "
+                         f"{self.plan.by!r}")
+        if self.plan.excluded:
+            lines.append("  left out of the models: " + ", ".join(
+                f"{c} ({why.split(' (')[0].split(';')[0]})"
+                for c, why in self.plan.excluded.items()))
         return "\n".join(lines)
 
 
