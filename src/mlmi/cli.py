@@ -113,7 +113,8 @@ def _impute(args: argparse.Namespace) -> int:
     data = read_table(args.input)
     imputed = impute(data, args.cluster, m=args.m, maxit=args.maxit,
                      method=_parse_methods(args.method), random=_parse_random(args.random),
-                     sampler=args.sampler, seed=args.seed, n_jobs=args.jobs,
+                     sampler=args.sampler, psi_draw=args.psi_draw, seed=args.seed,
+                     n_jobs=args.jobs,
                      progress=not args.quiet,
                      level=dict.fromkeys(args.level2, 2) if args.level2 else None,
                      derived=_parse_pairs(args.derived, "--derived", "NAME=EXPRESSION"),
@@ -267,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--seed", type=int, default=None)
     imp.add_argument("--sampler", default="exact",
                      choices=["exact", "prior-ar", "laplace", "marginal"])
+    imp.add_argument("--psi-draw", default="paper",
+                     choices=["paper", "corrected", "ml-normal"],
+                     help="draw of the between-study covariance Psi* of the multilevel "
+                          "imputation models (default paper; see docs/method.md)")
     imp.add_argument("--jobs", type=int, default=1, help="chains in parallel processes")
     imp.add_argument("--out", required=True, help="output file (.csv or .parquet)")
     imp.add_argument("--analyze", metavar="FORMULA",

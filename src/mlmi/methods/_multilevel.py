@@ -3,9 +3,11 @@
 1. Fit the two-level GLMM of Z on its predictors to the rows where Z is observed
    (maximum likelihood; Laplace approximation for binary and count Z).
 2. beta* ~ N(beta_hat, Var(beta_hat)).
-3. Psi*^{-1} ~ Wishart(df = m_obs, scale = Lambda_hat^{-1}), Lambda_hat = sum_i b_hat_i b_hat_i'
-   over the m_obs studies that observe Z (sigma*^2 = df sigma_hat^2 / chi2(df) for
-   continuous Z, df = residual degrees of freedom).
+3. Psi* — by the paper's draw ``psi_draw="paper"``:
+   Psi*^{-1} ~ Wishart(df = m_obs, scale = Lambda_hat^{-1}), Lambda_hat = sum_i b_hat_i b_hat_i'
+   over the m_obs studies that observe Z — or by one of the calibrated alternatives
+   (see :data:`PSI_DRAWS` and :func:`draw_psi_star`). sigma*^2 = df sigma_hat^2 / chi2(df)
+   for continuous Z, df = residual degrees of freedom.
 4. Random effects of each study with missing Z: from the prior N(0, Psi*) if Z is
    systematically missing there, from their posterior given the study's observed Z
    (and beta*, Psi*) if it is sporadically missing.
@@ -16,13 +18,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exceptions import ModelError
+from ..exceptions import InputError, ModelError
 from ..glmm import fit_arrays, get_family
+from ..glmm._linalg import theta_to_lambda
+from ..glmm.lmm import cross_products, lmm_profiled
 from ..posterior import SamplerStats, draw_many
 from .base import SPORADIC, SYSTEMATIC, Draw, Problem, count_mean_cap
 
 #: eigenvalues of Lambda_hat below this share of its trace are floored (singular fit)
 PSI_FLOOR = 1e-8
+
+#: how Psi* (the between-study covariance of the imputation model) is drawn:
+#:
+#: ``"paper"`` — Jolani et al.: Psi*^{-1} ~ Wishart(m_obs, Lambda_hat^{-1}) with
+#: Lambda_hat = sum_i b_hat_i b_hat_i'. The conditional modes b_hat_i are shrunken towards 0,
+#: so Lambda_hat understates Psi (most with small studies); and with few observing
+#: studies the inverse Wishart is over-dispersed (E[Psi*] = Lambda_hat / (m_obs - q - 1),
+#: infinite variance for m_obs <= q + 3).
+#:
+#: ``"corrected"`` — the same Wishart with the shrinkage put back:
+#: Lambda_hat = sum_i (b_hat_i b_hat_i' + Var(b_i | y_i)). Since E[b_i b_i' | y_i] =
+#: b_hat_i b_hat_i' + Var(b_i | y_i) and E[b_i b_i'] = Psi, Lambda_hat / m_obs is then an
+#: (EM-type) moment estimate of Psi instead of a shrunken one. Still the paper's
+#: over-dispersion with few studies.
+#:
+#: ``"ml-normal"`` — a draw from the approximate sampling distribution of the maximum-
+#: likelihood fit itself: theta* ~ N(theta_hat, Cov(theta_hat)) on lme4's relative-
+#: Cholesky scale (Psi = sigma^2 Lambda(theta) Lambda(theta)'), Cov(theta_hat) the theta block
+#: of the inverse Hessian of -loglik (Laplace for binary/count — the Hessian the fit
+#: already computes for Var(beta_hat); the profiled likelihood for continuous Z).
+#: Psi* = Lambda(theta*) Lambda(theta*)' is positive semi-definite for every theta*, is
+#: centred near the ML estimate Psi_hat (no shrinkage bias), and, being a quadratic form in
+#: a normal vector, has every moment finite however few studies observe Z — the paper's
+#: draw has none above the first for m_obs <= q + 3. At a boundary fit (a variance
+#: estimated as 0) theta* ~ N(0, curvature^{-1}) gives a scaled chi-square(1) variance, not 0.
+PSI_DRAWS = ("paper", "corrected", "ml-normal")
 
 
 def draw_beta(beta_hat: np.ndarray, cov: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -58,6 +88,113 @@ def draw_psi(lambda_hat: np.ndarray, df: int, rng: np.random.Generator
     return np.linalg.inv(precision), floored
 
 
+def draw_psi_star(fit, psi_draw: str, rng: np.random.Generator, *, sigma_star: float = 1.0,
+                  lmm_data: tuple | None = None) -> tuple[np.ndarray, dict]:
+    """Psi*, the between-study covariance of one imputation step (METHOD.md §3 step 3).
+
+    fit : the GLMM fit of the imputation model to the rows where Z is observed
+        (conditional modes ``b``, conditional covariances ``cond_cov``, ``theta``,
+        ``hessian``).
+    psi_draw : "paper", "corrected" or "ml-normal" (see :data:`PSI_DRAWS`).
+    sigma_star : the drawn residual SD (continuous Z): ml-normal's Psi* is
+        sigma*^2 Lambda(theta*) Lambda(theta*)' since lme4's theta is relative to sigma.
+    lmm_data : (y, X, W, cluster) of the observed rows, for the profiled-likelihood
+        Hessian of a continuous Z under "ml-normal".
+
+    Returns Psi* and counts: ``psi_floored`` (1 if Lambda_hat was singular and floored,
+    or if the theta Hessian had a direction of no curvature that was given no variance)
+    and ``psi_fallbacks`` (1 if "ml-normal" found no usable Hessian — a failed fit — and
+    used the "corrected" draw instead).
+    """
+    info = {"psi_floored": 0, "psi_fallbacks": 0}
+    if psi_draw == "ml-normal":
+        cov = _theta_cov(fit, lmm_data)
+        if cov is not None:
+            q = fit.b.shape[1]
+            nth = fit.theta.size
+            w, V = np.linalg.eigh(cov)
+            keep = w > 1e-12 * max(1.0, float(np.max(np.abs(w))))
+            z = rng.standard_normal(nth)  # always nth numbers: the stream does not depend on keep
+            theta_star = fit.theta + (V[:, keep] * np.sqrt(w[keep])) @ z[keep]
+            lam = theta_to_lambda(theta_star, q)
+            info["psi_floored"] = int(not keep.all())
+            return sigma_star**2 * (lam @ lam.T), info
+        info["psi_fallbacks"] = 1
+        psi_draw = "corrected"
+    m_obs = fit.b.shape[0]
+    lambda_hat = fit.b.T @ fit.b
+    if psi_draw == "corrected":
+        lambda_hat = lambda_hat + fit.cond_cov.sum(axis=0)
+    elif psi_draw != "paper":
+        raise InputError(f"psi_draw={psi_draw!r}: use one of {list(PSI_DRAWS)}")
+    psi_star, floored = draw_psi(lambda_hat, m_obs, rng)
+    info["psi_floored"] = int(floored)
+    return psi_star, info
+
+
+def _theta_cov(fit, lmm_data) -> np.ndarray | None:
+    """Cov(theta_hat): the theta block of the inverse Hessian of -loglik, i.e. the inverse
+    of the Schur complement H_tt - H_tb H_bb^{-1} H_bt (beta integrated out to second
+    order). Directions without curvature (a redundant parametrisation at a singular fit)
+    get no variance. None if no finite, positive semi-definite Hessian is available."""
+    p = fit.beta.size
+    if fit.family.name == "gaussian":
+        if lmm_data is None:
+            return None
+        S = _lmm_theta_hessian(fit, *lmm_data)
+    else:
+        H = fit.hessian
+        if H is None or not np.all(np.isfinite(H)) or H.shape[0] != p + fit.theta.size:
+            return None
+        A, B, C = H[:p, :p], H[:p, p:], H[p:, p:]
+        try:
+            S = C - B.T @ np.linalg.solve(A, B)
+        except np.linalg.LinAlgError:
+            return None
+    if S is None or not np.all(np.isfinite(S)):
+        return None
+    S = 0.5 * (S + S.T)
+    w, V = np.linalg.eigh(S)
+    tol = 1e-8 * max(1.0, float(np.max(np.abs(w))))
+    if np.any(w < -tol):
+        return None  # not a maximum: no sampling distribution to draw from
+    keep = w > tol
+    return (V[:, keep] / w[keep]) @ V[:, keep].T
+
+
+def _lmm_theta_hessian(fit, y, X, W, cluster) -> np.ndarray | None:
+    """Hessian in theta of the ML profiled -loglik of a linear mixed model (beta and sigma
+    profiled out), by forward differences of its analytic gradient (nth + 1 evaluations
+    of a q × q problem per study: negligible next to the fit)."""
+    order = np.argsort(cluster, kind="stable")
+    counts = np.unique(cluster[order], return_counts=True)[1]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    y, X, W = (np.ascontiguousarray(a[order]) for a in (y, X, W))
+    C, WX, Wy, XtX, Xty, yty = cross_products(y, X, W, starts)
+    q, k, nth = W.shape[1], starts.size - 1, fit.theta.size
+    g = np.zeros(nth)
+    beta, u, Hinv = np.zeros(X.shape[1]), np.zeros((k, q)), np.zeros((k, q, q))
+
+    def grad(theta):
+        value = lmm_profiled(theta_to_lambda(theta, q), C, WX, Wy, XtX, Xty, yty, y.size,
+                             False, g, True, beta, u, Hinv)[0]
+        return g.copy() if np.isfinite(value) else None
+
+    g0 = grad(fit.theta)
+    if g0 is None:
+        return None
+    H = np.empty((nth, nth))
+    for t in range(nth):
+        h = 1e-4 * max(1.0, abs(fit.theta[t]))
+        e = np.zeros(nth)
+        e[t] = h
+        gt = grad(fit.theta + e)
+        if gt is None:
+            return None
+        H[:, t] = (gt - g0) / h
+    return H
+
+
 def multilevel_step(problem: Problem, family: str) -> Draw:
     """One univariate MLMI step for ``family`` ("binomial", "poisson", "gaussian")."""
     fam = get_family(family)
@@ -78,13 +215,24 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
     beta_star = np.zeros(len(names))
     beta_star[keep] = draw_beta(fit.beta, fit.beta_cov, rng)
 
-    # 3. Psi* (and sigma*) from the conditional modes of the m_obs observed studies
-    m_obs = fit.b.shape[0]
-    psi_star, floored = draw_psi(fit.b.T @ fit.b, m_obs, rng)
-    sigma_star = 1.0
-    if fam.name == "gaussian":
+    # 3. sigma* and Psi* (by problem.psi_draw) from the fit to the m_obs observing studies
+    # (ml-normal scales Psi* by sigma*^2, so it needs sigma* first; the Wishart draws keep
+    # the paper's order, Psi* then sigma*, so their seeded numbers do not move)
+    def draw_sigma() -> float:
+        if fam.name != "gaussian":
+            return 1.0
         df = fit.n_obs - len(fit.beta)
-        sigma_star = float(np.sqrt(df * fit.sigma**2 / rng.chisquare(df)))
+        return float(np.sqrt(df * fit.sigma**2 / rng.chisquare(df)))
+
+    if problem.psi_draw == "ml-normal":
+        sigma_star = draw_sigma()
+        lmm_data = ((problem.y[obs], X[obs][:, keep], W[obs], problem.cluster[obs])
+                    if fam.name == "gaussian" else None)
+        psi_star, psi_info = draw_psi_star(fit, "ml-normal", rng, sigma_star=sigma_star,
+                                           lmm_data=lmm_data)
+    else:
+        psi_star, psi_info = draw_psi_star(fit, problem.psi_draw, rng)
+        sigma_star = draw_sigma()
 
     # 4. b_i* for the studies with missing Z
     miss = np.flatnonzero(problem.wy)
@@ -123,7 +271,8 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
         "bound_exceeded": stats.bound_exceeded,
         "fallbacks": stats.fallbacks,
         "mode_failures": stats.mode_failures,
-        "psi_floored": int(floored),
+        "psi_floored": psi_info["psi_floored"],
+        "psi_fallbacks": psi_info["psi_fallbacks"],
         "clipped": clipped,
         "fit_converged": bool(fit.converged),
         "fit_singular": bool(fit.singular),

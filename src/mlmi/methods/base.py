@@ -38,6 +38,9 @@ class Problem:
     rng : the chain's random generator; every draw must come from it.
     sampler : how multilevel methods draw the random effects of a sporadically missing
         study: "exact", "prior-ar", "laplace" or "marginal" (see mlmi.posterior).
+    psi_draw : how multilevel methods draw Psi*, the between-study covariance of the
+        imputation model: "paper", "corrected" or "ml-normal" (see
+        mlmi.methods._multilevel.PSI_DRAWS).
     state : a dict kept per (variable, chain) across iterations, e.g. for warm starts.
     cluster_role : the study column's code in the predictor matrix: -2 for multilevel
         methods; for single-level methods 1 = the study enters as a fixed categorical
@@ -59,6 +62,7 @@ class Problem:
     status: np.ndarray
     rng: np.random.Generator
     sampler: str = "exact"
+    psi_draw: str = "paper"
     state: dict[str, Any] = field(default_factory=dict)
     cluster_role: int = -2
     n_levels: int = 0

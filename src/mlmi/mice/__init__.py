@@ -35,6 +35,7 @@ def impute(
     derived: dict | None = None,
     exclude: list[str] | None = None,
     by: str | None = None,
+    psi_draw: str = "paper",
 ) -> Imputed:
     """Multiple imputation of clustered (IPD meta-analysis) data by chained equations.
 
@@ -67,6 +68,16 @@ def impute(
         "prior-ar" (the paper's accept–reject from the prior, at most 250 proposals then
         the prior draw — counted), "laplace" (normal at the posterior mode, as mice
         3.19) or "marginal" (prior draw, ignoring the study's data).
+    psi_draw : how multilevel methods draw Psi*, the between-study covariance of each
+        imputation model (every family): "paper" (Jolani et al.: inverse Wishart with
+        df = m_obs around Lambda_hat = sum of the studies' conditional modes b_hat b_hat' —
+        shrunken, so imputed data are less heterogeneous than the observed), "corrected"
+        (the same Wishart with Lambda_hat = sum (b_hat b_hat' + Var(b | y)), shrinkage put
+        back) or "ml-normal" (theta*, lme4's relative Cholesky factor, drawn from the
+        normal approximation to the ML estimate's sampling distribution; proper with every
+        moment finite however few studies observe the variable). Rationale and evidence:
+        docs/method.md and docs/results/psi-draw.md. Counted in .diagnostics:
+        psi_floored, psi_fallbacks.
     seed : every random draw derives from it; the same seed gives the same imputations,
         serial or parallel.
     n_jobs : chains run in this many parallel processes (1: in this process).
@@ -108,7 +119,7 @@ def impute(
         raise InputError(f"seed={seed!r} must be an integer or None")
     args = {"method": method, "random": random, "predictor_matrix": predictor_matrix,
             "visit_sequence": visit_sequence, "sampler": sampler, "types": types,
-            "level": level, "derived": derived}
+            "level": level, "derived": derived, "psi_draw": psi_draw}
     if by is not None:
         from .groups import impute_by
 
@@ -175,6 +186,10 @@ def _report(imputed: Imputed) -> str:
             bits.append(f"{int(sub['dropped_studies'].fillna(0).sum())} per-study fit(s) "
                         f"dropped from the meta-analysis ({spor} in studies with sporadically "
                         "missing values, imputed from the prior instead)")
+        if "psi_fallbacks" in sub and sub["psi_fallbacks"].fillna(0).sum():
+            bits.append(f"{int(sub['psi_fallbacks'].fillna(0).sum())} Psi* draw(s) without a "
+                        "usable likelihood Hessian (ml-normal fell back to the corrected "
+                        "Wishart)")
         if "clipped" in sub and sub["clipped"].sum():
             bits.append(f"{int(sub['clipped'].sum())} draw(s) with a clipped mean")
         if bits:

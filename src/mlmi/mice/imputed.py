@@ -190,8 +190,8 @@ class Imputed:
                    "sporadic_studies": int(np.sum(st == 1)),
                    "systematic_studies": int(np.sum(st == 2))}
             for key in ("proposals", "accepted", "bound_exceeded", "fallbacks",
-                        "mode_failures", "psi_floored", "clipped", "dropped_studies",
-                        "n_fit_warnings"):
+                        "mode_failures", "psi_floored", "psi_fallbacks", "clipped",
+                        "dropped_studies", "n_fit_warnings"):
                 if key in sub:
                     row[key] = int(sub[key].fillna(0).sum())
             if "proposals" in sub and row.get("proposals"):

@@ -118,7 +118,7 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
                 variable=var, vtype=spec.vtype, y=get_values(plan, work, var).copy(),
                 ry=~miss, wy=miss, x=x, x_names=names, type=roles, cluster=plan.codes,
                 cluster_labels=plan.labels, status=plan.status[var], rng=rng,
-                sampler=plan.sampler, state=states[var],
+                sampler=plan.sampler, psi_draw=plan.psi_draw, state=states[var],
                 cluster_role=int(plan.predictor_matrix.loc[var, plan.cluster]),
                 n_levels=len(spec.levels) if spec.vtype == "categorical" else 0,
             )

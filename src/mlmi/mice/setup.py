@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..exceptions import InputError, ModelError
 from ..methods import COMPLETE, SPORADIC, STRATEGIES, STUDY_LEVEL, SYSTEMATIC, get_method
+from ..methods._multilevel import PSI_DRAWS
 from .columns import MANY_LEVELS, Expression, not_data, study_level_violations
 
 MAX_COUNT_LEVELS = 20
@@ -81,6 +82,7 @@ class Plan:
     derived: dict[str, Expression] = field(default_factory=dict)
     #: the grouping column of imputation by group (``by=``), if any
     by: str | None = None
+    psi_draw: str = "paper"
 
     @property
     def imputed_variables(self) -> list[str]:
@@ -230,6 +232,7 @@ def make_plan(
     derived: dict | None = None,
     exclude: list[str] | None = None,
     fixed: Plan | None = None,
+    psi_draw: str = "paper",
 ) -> Plan:
     """Validate the arguments of :func:`mlmi.impute` and build the imputation plan.
 
@@ -249,6 +252,8 @@ def make_plan(
         )
     if sampler not in SAMPLERS:
         raise InputError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
+    if psi_draw not in PSI_DRAWS:
+        raise InputError(f"psi_draw={psi_draw!r}: use one of {list(PSI_DRAWS)}")
     notes: list[str] = []
     warns: list[str] = []
     cl = data[cluster]
@@ -376,8 +381,10 @@ def make_plan(
         st[n_obs == 0] = SYSTEMATIC
         status[v] = st
     plan = Plan(data, cluster, codes, labels, variables, methods, pm, visit, work, work_names,
-                missing, status, sampler, notes, warns, excluded, level2, derived_exprs)
+                missing, status, sampler, notes, warns, excluded, level2, derived_exprs,
+                psi_draw=psi_draw)
     _check_identifiable(plan)
+    warns.extend(few_studies_warnings(plan))
     _compute_derived(plan, plan.work, list(derived_exprs))
     return plan
 
@@ -742,6 +749,32 @@ def _visit_sequence(visit, methods, columns) -> list[str]:
     if missing:
         raise InputError(f"visit_sequence leaves out imputed variable(s) {missing}")
     return visit
+
+
+def few_studies_warnings(plan: Plan) -> list[str]:
+    """A warning per multilevel-imputed variable whose observing studies are too few for
+    its random-effects covariance: Psi (q × q) has q(q + 1)/2 variances and covariances,
+    and m_obs studies give at most m_obs - 1 degrees of freedom about them beyond their
+    mean, so m_obs <= q(q + 1)/2 leaves Psi (the slopes' part of it) to the draw's prior
+    shape rather than the data. A random intercept only (q = 1) needs just 2 studies."""
+    out = []
+    for t in plan.imputed_variables:
+        info = get_method(plan.methods[t])
+        if not info.multilevel or getattr(info, "level", 1) == 2:
+            continue  # study-level methods have no random effects
+        m_obs = int(np.sum(plan.status[t] != SYSTEMATIC))
+        _, names, roles = plan.predictors(t)
+        q = 1 + int(np.sum(roles == 2))
+        n_par = q * (q + 1) // 2
+        if q > 1 and m_obs <= n_par:
+            slopes = [nm for nm, r in zip(names, roles, strict=True) if r == 2]
+            out.append(
+                f"only {m_obs} studies observe {t!r}, too few for the {n_par} variances and "
+                f"covariances of its {q} random effects (intercept and slope(s) for "
+                f"{slopes}); the between-study covariance of its imputation model is barely "
+                f"identified — consider a random intercept only for {t!r} (no random slopes)"
+            )
+    return out
 
 
 def _check_identifiable(plan: Plan) -> None:

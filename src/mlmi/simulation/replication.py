@@ -23,6 +23,11 @@ from .design import ampute, generate, truth
 from .grid import scenario_id, validate
 
 METHODS = ("REF", "CCA", "STI", "MLMI", "2STG")
+#: MLMI with a given draw of Psi* (mlmi.impute's psi_draw): "MLMI[paper]", "MLMI[corrected]",
+#: "MLMI[ml-normal]". They share MLMI's seed (common random numbers, so their differences
+#: carry less Monte Carlo noise); plain "MLMI" uses impute's default draw.
+PSI_METHODS = tuple(f"MLMI[{d}]" for d in ("paper", "corrected", "ml-normal"))
+ALL_METHODS = METHODS + PSI_METHODS
 PARAMETERS = ("a0", "a1", "a2", "omega0", "omega1")
 FORMULA = "y ~ x1 + x2 + (1 + x1 | st)"
 _STRATEGY = {"STI": "stratified", "MLMI": "mlmi", "2STG": "2stage"}
@@ -46,9 +51,9 @@ def replicate(scenario: dict, rep: int, seed: int, methods=METHODS, m: int = 5,
     n_used (participants in the analysis), error ("" or the exception).
     """
     validate(scenario)
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(ALL_METHODS)
     if unknown:
-        raise ValueError(f"unknown method(s) {sorted(unknown)}; use {list(METHODS)}")
+        raise ValueError(f"unknown method(s) {sorted(unknown)}; use {list(ALL_METHODS)}")
     data_seed, method_seed = task_seed(seed, scenario, rep).spawn(2)
     rng = np.random.default_rng(data_seed)
     complete = generate(scenario["outcome"], scenario["heterogeneity"], scenario["studies"], rng)
@@ -58,13 +63,13 @@ def replicate(scenario: dict, rep: int, seed: int, methods=METHODS, m: int = 5,
     seeds = dict(zip(METHODS, method_seed.generate_state(len(METHODS), dtype=np.uint32),
                      strict=True))
     frames = []
-    for method in METHODS:
+    for method in ALL_METHODS:
         if method not in methods:
             continue
         t0 = time.perf_counter()
         try:
-            rows = _run_method(method, complete, incomplete, family, reml, int(seeds[method]),
-                               m, maxit)
+            rows = _run_method(method, complete, incomplete, family, reml,
+                               int(seeds[method.split("[")[0]]), m, maxit)
             error = ""
         except Exception as exc:  # recorded with the rows, never dropped
             rows = pd.DataFrame({"parameter": PARAMETERS})
@@ -100,11 +105,13 @@ def _run_method(method, complete, incomplete, family, reml, seed, m, maxit) -> p
         omega_median = omega
         n_warn, fallbacks = len([w for w in fit.warnings if w.kind != "info"]), 0
     else:
-        random = {"x1": ["y"], "x2": ["y"]} if method == "MLMI" else None
+        base, _, draw = method.partition("[")
+        random = {"x1": ["y"], "x2": ["y"]} if base == "MLMI" else None
+        kwargs = {"psi_draw": draw.rstrip("]")} if draw else {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = impute(incomplete, "st", m=m, maxit=maxit, method=_STRATEGY[method],
-                         random=random, seed=seed)
+            imp = impute(incomplete, "st", m=m, maxit=maxit, method=_STRATEGY[base],
+                         random=random, seed=seed, **kwargs)
         fits = imp.analyze(FORMULA, family, reml=reml)
         table = fits.pool()
         rnd = fits.pool_random()

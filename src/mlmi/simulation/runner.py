@@ -28,7 +28,7 @@ from .._progress import Progress
 from .._workers import exit_with_parent
 from ..exceptions import InputError
 from .grid import KEYS, scenario_id, validate
-from .replication import METHODS, replicate
+from .replication import ALL_METHODS, METHODS, replicate
 
 
 # ----------------------------------------------------------------------------- storage
@@ -177,7 +177,8 @@ def run(
     out : output directory (created); results are written as they finish.
     seed : the master seed; replication r of scenario s always uses the seed derived
         from (seed, s, r).
-    methods : any of "REF", "CCA", "STI", "MLMI", "2STG".
+    methods : any of "REF", "CCA", "STI", "MLMI", "2STG", and "MLMI[paper]",
+        "MLMI[corrected]", "MLMI[ml-normal]" (MLMI with that draw of Psi*).
     m, maxit : imputations and iterations of the chained equations.
     scheduler : None — all local cores (processes; ``workers`` of them); "local" — a Dask
         LocalCluster; an address "tcp://host:8786" or a ``dask.distributed.Client`` — that
@@ -191,9 +192,9 @@ def run(
     for s in scenarios:
         validate(s)
     methods = tuple(methods)
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(ALL_METHODS)
     if unknown:
-        raise InputError(f"unknown method(s) {sorted(unknown)}; use {list(METHODS)}")
+        raise InputError(f"unknown method(s) {sorted(unknown)}; use {list(ALL_METHODS)}")
     if not isinstance(reps, int) or reps < 1:
         raise InputError(f"reps={reps!r} must be a positive integer")
     out = Path(out)
