@@ -48,6 +48,7 @@ def replicate(scenario: dict, rep: int, seed: int, methods=METHODS, m: int = 5,
     effects; the 95 % interval of a pooled result uses Barnard–Rubin df), median (the
     median over the imputations, for omega), seconds (the method's run time), warnings
     (number of warnings recorded by the method's fits), fallbacks (sampler fallbacks),
+    clipped (imputed counts whose mean hit the clipping guard, mlmi.methods.base.count_mean_cap),
     n_used (participants in the analysis), error ("" or the exception).
     """
     validate(scenario)
@@ -80,7 +81,7 @@ def replicate(scenario: dict, rep: int, seed: int, methods=METHODS, m: int = 5,
         frames.append(rows)
     out = pd.concat(frames, ignore_index=True)
     for col in ("estimate", "std_error", "conf_low", "conf_high", "df", "median", "warnings",
-                "fallbacks", "n_used"):
+                "fallbacks", "clipped", "n_used"):
         if col not in out:
             out[col] = np.nan
     return out
@@ -104,6 +105,7 @@ def _run_method(method, complete, incomplete, family, reml, seed, m, maxit) -> p
         omega = fit.sd_re.to_numpy()
         omega_median = omega
         n_warn, fallbacks = len([w for w in fit.warnings if w.kind != "info"]), 0
+        clipped = 0
     else:
         base, _, draw = method.partition("[")
         random = {"x1": ["y"], "x2": ["y"]} if base == "MLMI" else None
@@ -120,6 +122,7 @@ def _run_method(method, complete, incomplete, family, reml, seed, m, maxit) -> p
         diag = imp.diagnostics
         n_warn = int(sum(len([w for w in f.warnings if w.kind != "info"]) for f in fits.fits))
         fallbacks = int(diag["fallbacks"].sum()) if "fallbacks" in diag else 0
+        clipped = int(diag["clipped"].fillna(0).sum()) if "clipped" in diag else 0
         n_used = len(incomplete)
     fixed = pd.DataFrame({
         "parameter": ["a0", "a1", "a2"],
@@ -134,6 +137,7 @@ def _run_method(method, complete, incomplete, family, reml, seed, m, maxit) -> p
     rows = pd.concat([fixed, sds], ignore_index=True)
     rows["warnings"] = n_warn
     rows["fallbacks"] = fallbacks
+    rows["clipped"] = clipped
     rows["n_used"] = n_used
     return rows
 
