@@ -20,8 +20,9 @@ import numpy as np
 
 from ..exceptions import InputError, ModelError
 from ..glmm import fit_arrays, get_family
-from ..glmm._linalg import theta_to_lambda
+from ..glmm._linalg import theta_diagonal_index, theta_to_lambda
 from ..glmm.lmm import cross_products, lmm_profiled
+from ..glmm.optimize import SINGULAR_TOL
 from ..posterior import SamplerStats, draw_many
 from .base import SPORADIC, SYSTEMATIC, Draw, Problem, count_mean_cap
 
@@ -103,21 +104,19 @@ def draw_psi_star(fit, psi_draw: str, rng: np.random.Generator, *, sigma_star: f
 
     Returns Psi* and counts: ``psi_floored`` (1 if Lambda_hat was singular and floored,
     or if the theta Hessian had a direction of no curvature that was given no variance)
-    and ``psi_fallbacks`` (1 if "ml-normal" found no usable Hessian — a failed fit — and
+    and ``psi_fallbacks`` (1 if "ml-normal" found no finite Hessian — a failed fit — and
     used the "corrected" draw instead).
     """
     info = {"psi_floored": 0, "psi_fallbacks": 0}
     if psi_draw == "ml-normal":
-        cov = _theta_cov(fit, lmm_data)
-        if cov is not None:
-            q = fit.b.shape[1]
-            nth = fit.theta.size
+        found = _theta_cov(fit, lmm_data)
+        if found is not None:
+            cov, degenerate = found
             w, V = np.linalg.eigh(cov)
-            keep = w > 1e-12 * max(1.0, float(np.max(np.abs(w))))
-            z = rng.standard_normal(nth)  # always nth numbers: the stream does not depend on keep
-            theta_star = fit.theta + (V[:, keep] * np.sqrt(w[keep])) @ z[keep]
-            lam = theta_to_lambda(theta_star, q)
-            info["psi_floored"] = int(not keep.all())
+            root = V * np.sqrt(np.clip(w, 0.0, None))
+            theta_star = fit.theta + root @ rng.standard_normal(fit.theta.size)
+            lam = theta_to_lambda(theta_star, fit.b.shape[1])
+            info["psi_floored"] = int(degenerate)
             return sigma_star**2 * (lam @ lam.T), info
         info["psi_fallbacks"] = 1
         psi_draw = "corrected"
@@ -132,19 +131,23 @@ def draw_psi_star(fit, psi_draw: str, rng: np.random.Generator, *, sigma_star: f
     return psi_star, info
 
 
-def _theta_cov(fit, lmm_data) -> np.ndarray | None:
+def _theta_cov(fit, lmm_data) -> tuple[np.ndarray, bool] | None:
     """Cov(theta_hat): the theta block of the inverse Hessian of -loglik, i.e. the inverse
     of the Schur complement H_tt - H_tb H_bb^{-1} H_bt (beta integrated out to second
-    order). Directions without curvature (a redundant parametrisation at a singular fit)
-    get no variance. None if no finite, positive semi-definite Hessian is available."""
+    order), and whether it is degenerate. A diagonal of Lambda estimated at its boundary
+    0 (a singular fit) is held there, as the paper's draw does (its Lambda_hat is then
+    singular and floored), and so are directions of no or negative curvature (a
+    redundant parametrisation at a singular fit); the draw is then flagged as
+    degenerate. None if no finite Hessian is available."""
     p = fit.beta.size
+    nth = fit.theta.size
     if fit.family.name == "gaussian":
         if lmm_data is None:
             return None
         S = _lmm_theta_hessian(fit, *lmm_data)
     else:
         H = fit.hessian
-        if H is None or not np.all(np.isfinite(H)) or H.shape[0] != p + fit.theta.size:
+        if H is None or not np.all(np.isfinite(H)) or H.shape[0] != p + nth:
             return None
         A, B, C = H[:p, :p], H[:p, p:], H[p:, p:]
         try:
@@ -153,13 +156,19 @@ def _theta_cov(fit, lmm_data) -> np.ndarray | None:
             return None
     if S is None or not np.all(np.isfinite(S)):
         return None
-    S = 0.5 * (S + S.T)
-    w, V = np.linalg.eigh(S)
-    tol = 1e-8 * max(1.0, float(np.max(np.abs(w))))
-    if np.any(w < -tol):
-        return None  # not a maximum: no sampling distribution to draw from
+    q = fit.b.shape[1]
+    lam = theta_to_lambda(fit.theta, q)
+    diag = theta_diagonal_index(q)
+    free = np.ones(nth, dtype=bool)
+    free[diag[np.abs(np.diag(lam)) < SINGULAR_TOL]] = False
+    Sf = S[np.ix_(free, free)]
+    Sf = 0.5 * (Sf + Sf.T)
+    w, V = np.linalg.eigh(Sf)
+    tol = 1e-8 * max(1.0, float(np.max(np.abs(w)))) if w.size else 0.0
     keep = w > tol
-    return (V[:, keep] / w[keep]) @ V[:, keep].T
+    cov = np.zeros((nth, nth))
+    cov[np.ix_(free, free)] = (V[:, keep] / w[keep]) @ V[:, keep].T
+    return cov, bool(not free.all() or not keep.all())
 
 
 def _lmm_theta_hessian(fit, y, X, W, cluster) -> np.ndarray | None:
