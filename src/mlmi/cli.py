@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local processes (default: all cores)")
     simp.add_argument("--seed", type=int, default=1)
     simp.add_argument("--methods", default=None,
-                      help="comma-separated subset of REF,CCA,STI,MLMI,2STG")
+                      help="comma-separated subset of REF,CCA,STI,MLMI,2STG; also "
+                           "MLMI[paper], MLMI[corrected], MLMI[ml-normal] (MLMI with that "
+                           "psi_draw)")
     simp.add_argument("--m", type=int, default=5, help="imputations (default 5)")
     simp.add_argument("--maxit", type=int, default=10, help="iterations (default 10)")
     simp.add_argument("--quiet", action="store_true", help="no progress bar")
