@@ -59,7 +59,14 @@ def test_complete_long_and_all(imputed, paper_data):
     assert list(long.columns[:2]) == [".imp", ".id"]
     assert len(long) == 3 * len(paper_data)
     assert sorted(long[".imp"].unique()) == [1, 2, 3]
-    np.testing.assert_array_equal(long.loc[long[".imp"] == 2, ".id"], paper_data.index)
+    # mice's layout: .id is the row number 1..n
+    np.testing.assert_array_equal(long.loc[long[".imp"] == 2, ".id"],
+                                  np.arange(1, len(paper_data) + 1))
+    with_data = imputed.complete("long", include=True)
+    assert sorted(with_data[".imp"].unique()) == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(
+        with_data[with_data[".imp"] == 0].drop(columns=[".imp", ".id"]),
+        paper_data.reset_index(drop=True))
     assert len(imputed.complete("all")) == 3
     pd.testing.assert_frame_equal(imputed.complete(0), paper_data)
     with pytest.raises(InputError, match="1 to 3"):
@@ -192,7 +199,7 @@ def test_random_slope_on_non_predictor():
     with pytest.raises(InputError, match="random slope for 'y' in the model of 'x1', but 'y' "
                                          "is not a predictor"):
         mlmi.impute(d, "st", predictor_matrix=pm, random={"x1": ["y"]})
-    with pytest.raises(InputError, match="random\\['x1'\\] names 'st'"):
+    with pytest.raises(InputError, match="random\\['x1'\\] names the cluster column 'st'"):
         mlmi.impute(d, "st", random={"x1": ["st"]})
 
 

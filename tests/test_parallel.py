@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -47,3 +50,54 @@ def test_dask_local_cluster_of_processes(data, serial):
 def test_bad_scheduler(data):
     with pytest.raises(InputError, match=r"scheduler must be a dask\.distributed\.Client"):
         mlmi.impute(data, "st", m=1, maxit=1, scheduler=3)
+
+
+SCRIPT = """
+import subprocess
+import sys
+
+import numpy as np
+import mlmi
+from mlmi.simulation import ampute, generate
+
+rng = np.random.default_rng(21)
+data = ampute(generate("binary", "moderate", 8, rng, n_total=480), 0.3, "mar", rng)
+par = mlmi.impute(data, "st", m=3, maxit=2, seed=77, n_jobs=2)
+ser = mlmi.impute(data, "st", m=3, maxit=2, seed=77)
+print("IMPUTE-SAME", all(np.array_equal(par.imputations[v], ser.imputations[v])
+                         for v in ser.imputations))
+{extra}
+"""
+
+SIMULATION = """
+import pandas as pd
+from mlmi import simulation as sim
+scen = sim.scenarios("tiny")[:1]
+a = sim.run(scen, 2, OUT + "/par", m=2, maxit=1, methods=("REF", "CCA"), progress=False, workers=2)
+b = sim.run(scen, 2, OUT + "/ser", m=2, maxit=1, methods=("REF", "CCA"), progress=False, workers=1)
+cols = ["rep", "parameter", "estimate", "std_error"]
+same = sim.load(OUT + "/par")[cols].equals(sim.load(OUT + "/ser")[cols])
+print("SIM-SAME", same, a["done"], a["failed"])
+"""
+
+
+def test_plain_script_without_main_guard(tmp_path):
+    """n_jobs=2 and simulation.run from a script with no `if __name__ == "__main__":`
+    (the workers must not re-run the script): same numbers as serial."""
+    script = tmp_path / "analysis.py"
+    extra = f"OUT = {str(tmp_path)!r}\n" + SIMULATION
+    script.write_text(SCRIPT.format(extra=extra))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "IMPUTE-SAME True" in res.stdout
+    assert "SIM-SAME True 2 0" in res.stdout
+    assert res.stdout.count("IMPUTE-SAME") == 1  # the body ran once
+
+
+def test_python_stdin(tmp_path):
+    """`python -` (the script on standard input, as from an editor or a here-document)."""
+    res = subprocess.run([sys.executable, "-"], input=SCRIPT.format(extra=""),
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "IMPUTE-SAME True" in res.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import numpy as np
@@ -228,3 +229,42 @@ def test_save_png_and_no_pyplot_figures_left(tmp_path, data, imputed):
         assert path.exists()
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plots.save(figs["map"], tmp_path / "map.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def _boxes(fig, ax):
+    renderer = fig.canvas.get_renderer()
+    return sorted((t.get_window_extent(renderer) for t in ax.get_xticklabels()
+                   if t.get_text() and t.get_visible()), key=lambda b: b.x0)
+
+
+def test_per_study_labels_never_overlap(data):
+    """Long study names (and many studies) are turned upright or thinned out until no
+    two drawn labels overlap; panel titles wrap."""
+    name = "University Hospital of the study number {}, department of nephrology"
+    long_names = data.assign(st=data["st"].map(name.format))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp = mlmi.impute(long_names, "st", m=2, maxit=1, seed=2)
+    fig = plots.observed_vs_imputed(imp, "x1")
+    fig.canvas.draw()
+    boxes = _boxes(fig, fig.axes[0])
+    assert len(boxes) >= 2
+    assert all(a.x1 <= b.x0 for a, b in itertools.pairwise(boxes))
+    for variable in ("x2", "z"):
+        fig = plots.observed_vs_imputed(imp, variable)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        titles = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+        assert len(titles) == 6
+        assert not any(a.overlaps(b) for i, a in enumerate(titles) for b in titles[i + 1:])
+
+
+def test_short_study_labels_stay_horizontal(imputed):
+    fig = plots.observed_vs_imputed(imputed, "x1")
+    assert all(t.get_rotation() == 0 for t in fig.axes[0].get_xticklabels())
+
+
+def test_forest_plot_labels_terms_from_a_term_column(imputed):
+    pooled = imputed.analyze("y ~ x1 + (1 | st)", "binomial").pool()
+    fig = plots.forest_plot({"MLMI": pooled.reset_index(names="term")})
+    assert [ax.get_title() for ax in fig.axes] == ["(Intercept)", "x1"]

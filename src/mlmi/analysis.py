@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .glmm import GLMMResult, fit_glmm
-from .pool import pooled_table, rubin
+from .pool import FullTable, pooled_table, rubin
 
 
 @dataclass
@@ -51,6 +51,11 @@ class MultipleFits:
         (``level`` interval from the t distribution with ``df``) and ``p_value``
         (two-sided test of zero); plus ``ubar``, ``b``, ``t`` and ``lambda``.
         """
+        if self.m < 2:
+            from .exceptions import InputError
+
+            raise InputError(f"pool(): the analysis was fitted to m={self.m} imputation; "
+                             "Rubin's rules need at least 2 (impute with m >= 2)")
         names = [list(f.x_names) for f in self.fits]
         if any(n != names[0] for n in names):
             raise ValueError("the fits have different fixed-effect terms (a column was "
@@ -61,7 +66,7 @@ class MultipleFits:
         table = pooled_table(table, level=level)
         cols = ["estimate", "std_error", "df", "riv", "fmi", "conf_low", "conf_high",
                 "p_value", "ubar", "b", "t", "lambda"]
-        return table[cols]
+        return FullTable(table[cols])
 
     def pool_random(self) -> pd.DataFrame:
         """Random-effect SDs and correlations (and the residual SD for gaussian models):
@@ -69,8 +74,8 @@ class MultipleFits:
         skewed variance estimates), with the ``min`` and ``max``."""
         rows = [_random_parameters(f) for f in self.fits]
         frame = pd.DataFrame(rows)
-        return pd.DataFrame({"mean": frame.mean(), "median": frame.median(),
-                             "min": frame.min(), "max": frame.max()})
+        return FullTable({"mean": frame.mean(), "median": frame.median(),
+                          "min": frame.min(), "max": frame.max()})
 
 
 def _random_parameters(fit: GLMMResult) -> dict[str, float]:
@@ -84,6 +89,30 @@ def _random_parameters(fit: GLMMResult) -> dict[str, float]:
     if fit.family.name == "gaussian":
         out["sigma"] = float(fit.sigma)
     return out
+
+
+def check_analysis(formula: str, family: str, columns: list, arg: str = "formula") -> None:
+    """Check an analysis model against the columns it will be fitted to, before any
+    imputation: the formula parses, names only columns of the data, and the family is
+    known. ``arg`` is how the messages call the formula (e.g. ``--analyze``)."""
+    from .exceptions import InputError
+    from .glmm import parse_formula
+    from .glmm.families import get_family
+
+    get_family(family)
+    try:
+        terms = parse_formula(formula)
+    except InputError as exc:
+        raise InputError(f"{arg} {formula!r}: {exc}") from None
+    missing = [v for v in terms.variables if v not in columns]
+    if missing:
+        import difflib
+
+        close = {v: difflib.get_close_matches(v, [str(c) for c in columns], n=1)
+                 for v in missing}
+        hint = "; ".join(f"did you mean {c[0]!r} for {v!r}?" for v, c in close.items() if c)
+        raise InputError(f"{arg} {formula!r} uses column(s) {missing} that are not in the "
+                         f"data (columns: {list(columns)[:20]})" + (f"; {hint}" if hint else ""))
 
 
 def analyze_completed(datasets: list[pd.DataFrame], formula: str, family: str = "gaussian",
@@ -102,7 +131,7 @@ def analyze_completed(datasets: list[pd.DataFrame], formula: str, family: str = 
 
 
 __all__ = ["CompleteCase", "MultipleFits", "MultipleResults", "analyze_completed",
-           "analyze_function", "complete_case"]
+           "analyze_function", "check_analysis", "complete_case"]
 
 
 @dataclass
@@ -131,7 +160,7 @@ class CompleteCase:
         est = self.fit.beta
         se = np.sqrt(np.diag(self.fit.beta_cov))
         z = stats.norm.ppf(0.5 + level / 2)
-        return pd.DataFrame({
+        return FullTable({
             "estimate": est, "std_error": se, "df": np.inf, "riv": 0.0, "fmi": 0.0,
             "conf_low": est - z * se, "conf_high": est + z * se,
             "p_value": 2 * stats.norm.sf(np.abs(est / se)),
@@ -140,7 +169,7 @@ class CompleteCase:
     def pool_random(self) -> pd.DataFrame:
         """Random-effect SDs and correlations of the one fit (mean = median = value)."""
         values = pd.Series(_random_parameters(self.fit))
-        return pd.DataFrame({"mean": values, "median": values, "min": values, "max": values})
+        return FullTable({"mean": values, "median": values, "min": values, "max": values})
 
 
 def complete_case(data: pd.DataFrame, formula: str, family: str = "gaussian",

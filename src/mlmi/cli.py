@@ -59,15 +59,31 @@ def _glmm_demo(args: argparse.Namespace) -> int:
 def _parse_methods(items: list[str] | None) -> str | dict | None:
     """--method VAR=METHOD (repeatable) or one --method NAME for every variable."""
     from .exceptions import InputError
+    from .methods import STRATEGIES, get_method
 
     if not items:
         return None
     if len(items) == 1 and "=" not in items[0]:
-        return items[0]
+        name = items[0]
+        if name in STRATEGIES:
+            return name
+        try:
+            get_method(name)
+        except InputError as exc:
+            hint = ""
+            for sep in (":", " "):
+                if sep in name.strip():
+                    var, meth = name.split(sep, 1)
+                    hint = f"; to set one variable's method use VAR=METHOD, e.g. " \
+                           f"--method {var.strip()}={meth.strip()}"
+                    break
+            raise InputError(f"--method {name!r}: {exc}{hint}") from None
+        return name
     out = {}
     for item in items:
         if "=" not in item:
-            raise InputError(f"--method {item!r}: use VAR=METHOD, or one method/strategy name")
+            raise InputError(f"--method {item!r}: use VAR=METHOD (e.g. x1=2l.bin) for each "
+                             "variable, or a single method/strategy name alone")
         var, name = item.split("=", 1)
         out[var.strip()] = name.strip()
     return out
@@ -82,7 +98,7 @@ def _parse_random(items: list[str] | None) -> dict | None:
     out = {}
     for item in items:
         if "=" not in item:
-            raise InputError(f"--random {item!r}: use VAR=PREDICTOR[,PREDICTOR…]")
+            raise InputError(f"--random {item!r}: use VAR=PREDICTOR[,PREDICTOR…], e.g. x1=y")
         var, preds = item.split("=", 1)
         out[var.strip()] = [p.strip() for p in preds.split(",") if p.strip()]
     return out
@@ -103,70 +119,142 @@ def _parse_pairs(items: list[str] | None, option: str, form: str) -> dict | None
     return out
 
 
+def _read(args: argparse.Namespace, path: str):
+    """Read the input file with the --sep/--encoding/--na-values options; print what was
+    detected."""
+    from .io import read_table
+
+    notes: list[str] = []
+    na = [v for v in (args.na_values or "").split(",") if v] if args.na_values else None
+    data = read_table(path, sep=args.sep, encoding=args.encoding, na_values=na, notes=notes)
+    for note in notes:
+        print(f"mlmi {args.command}: note: {note}", file=sys.stderr)
+    return data
+
+
+def _check_analysis(formula: str, family: str, columns, m: int | None, option: str) -> None:
+    """The analysis model is checked before any imputation (a typo must not cost a run)."""
+    from .analysis import check_analysis
+    from .exceptions import InputError
+
+    check_analysis(formula, family, list(columns), arg=option)
+    if m is not None and m < 2:
+        raise InputError(f"--m {m}: pooling by Rubin's rules (--analyze) needs at least 2 "
+                         "imputations")
+
+
 def _impute(args: argparse.Namespace) -> int:
     """Impute a user's file; write the long format (.imp, .id, then the columns)."""
+    import json
     from pathlib import Path
 
-    from .io import read_table, write_table
-    from .mice import impute
+    from . import __version__
+    from .exceptions import InputError
+    from .io import check_writable, write_tables
+    from .mice import draw_seed, impute
 
-    data = read_table(args.input)
-    imputed = impute(data, args.cluster, m=args.m, maxit=args.maxit,
-                     method=_parse_methods(args.method), random=_parse_random(args.random),
-                     sampler=args.sampler, psi_draw=args.psi_draw, seed=args.seed,
-                     n_jobs=args.jobs,
-                     progress=not args.quiet,
-                     level=dict.fromkeys(args.level2, 2) if args.level2 else None,
-                     derived=_parse_pairs(args.derived, "--derived", "NAME=EXPRESSION"),
-                     types=_parse_pairs(args.type, "--type", "VAR=TYPE"),
-                     exclude=args.exclude, by=args.by)
-    out = write_table(imputed.complete("long"), args.out)
+    method = _parse_methods(args.method)
+    random = _parse_random(args.random)
+    level = dict.fromkeys(args.level2, 2) if args.level2 else None
+    derived = _parse_pairs(args.derived, "--derived", "NAME=EXPRESSION")
+    types = _parse_pairs(args.type, "--type", "VAR=TYPE")
+    out = check_writable(args.out, [args.input])
     stem = Path(args.out).with_suffix("")
-    diag = write_table(imputed.diagnostics, f"{stem}.diagnostics.csv")
+    diag_path = check_writable(f"{stem}.diagnostics.csv", [args.input])
+    pooled_path = check_writable(f"{stem}.pooled.csv", [args.input]) if args.analyze else None
+    meta_path = Path(f"{stem}.meta.json")
+    if args.seed is not None and args.seed < 0:
+        raise InputError(f"--seed {args.seed}: use a non-negative integer")
+    data = _read(args, args.input)
+    if args.analyze:
+        _check_analysis(args.analyze, args.family, data.columns, args.m, "--analyze")
+    seed = args.seed
+    if seed is None:
+        seed = draw_seed()
+        print(f"mlmi impute: no --seed given; drew --seed {seed} (stored in {meta_path.name}; "
+              "give it to repeat this run)", file=sys.stderr)
+    imputed = impute(data, args.cluster, m=args.m, maxit=args.maxit, method=method,
+                     random=random, sampler=args.sampler, psi_draw=args.psi_draw,
+                     seed=seed, n_jobs=args.jobs,
+                     progress=not args.quiet, level=level, derived=derived, types=types,
+                     exclude=args.exclude, by=args.by)
+    long = imputed.complete("long", include=args.include_original)
+    diagnostics = imputed.diagnostics.copy()
+    diagnostics.insert(0, "seed", seed)
+    meta = {"mlmi": __version__, "input": str(args.input), "cluster": args.cluster,
+            "m": imputed.m, "maxit": imputed.maxit, "seed": seed, "n": len(data),
+            "sampler": imputed.sampler, "psi_draw": args.psi_draw,
+            "methods": imputed.methods,
+            "include_original": bool(args.include_original), "rows": len(long),
+            "output": out.name}
+    write_tables([(long, out), (diagnostics, diag_path),
+                  (json.dumps(meta, indent=2, default=str), meta_path)])
     if not args.quiet:
         print(imputed, file=sys.stderr)
         for note in imputed.notes:
-            print(f"note: {note}", file=sys.stderr)
-    print(f"wrote {out} ({imputed.m} imputations, long format with .imp and .id) and {diag}")
+            print(f"mlmi impute: note: {note}", file=sys.stderr)
+    what = "the data as .imp = 0 and " if args.include_original else ""
+    print(f"wrote {out} ({what}{imputed.m} imputations, long format with .imp and .id), "
+          f"{diag_path} and {meta_path} (seed {seed})")
     if args.analyze:
         fits = imputed.analyze(args.analyze, args.family)
-        _print_pooled(fits, f"{stem}.pooled.csv")
+        _print_pooled(fits, pooled_path)
     return 0
 
 
 def _print_pooled(fits, path) -> None:
-    import pandas as pd
-
     from .io import write_table
 
     pooled = fits.pool()
+    random = fits.pool_random()
+    # the file first: a closed pipe (| head) must not lose it
+    written = write_table(pooled.reset_index(names="term"), path)
     print(f"\n{fits.formula}  ({fits.family}, {fits.m} imputations, Rubin's rules)")
     print(pooled[["estimate", "std_error", "df", "fmi", "conf_low", "conf_high",
                   "p_value"]].round(4).to_string())
     print("\nrandom effects (over the imputations):")
-    print(fits.pool_random().round(4).to_string())
-    table = pd.concat([pooled.reset_index(names="term")], ignore_index=True)
-    print(f"\nwrote {write_table(table, path)}")
+    print(random.round(4).to_string())
+    print(f"\nwrote {written}")
 
 
 def _pool(args: argparse.Namespace) -> int:
     """Analyse a long-format file (.imp, .id) and pool by Rubin's rules."""
+    import json
     from pathlib import Path
 
     from .analysis import analyze_completed
     from .exceptions import InputError
-    from .io import read_table
+    from .io import check_long, check_writable
 
-    long = read_table(args.input)
+    out = check_writable(args.out or f"{Path(args.input).with_suffix('')}.pooled.csv",
+                         [args.input])
+    long = _read(args, args.input)
     if ".imp" not in long.columns:
         raise InputError(f"{args.input!r} has no '.imp' column: expected the long format "
                          "written by `mlmi impute`")
+    _check_analysis(args.formula, args.family,
+                    [c for c in long.columns if c not in (".imp", ".id")], None, "--formula")
+    tail = None
+    if Path(args.input).suffix.lower() in (".csv", ".txt", ".tsv"):
+        with open(args.input, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 1))
+            tail = fh.read()
+    meta_path = Path(f"{Path(args.input).with_suffix('')}.meta.json")
+    meta = None
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            meta = None
+        if meta is not None and meta.get("output") not in (None, Path(args.input).name):
+            meta = None
+    check_long(long, str(args.input), tail, meta)
     parts = [g.drop(columns=[c for c in (".imp", ".id") if c in g.columns])
              for _, g in long[long[".imp"] > 0].groupby(".imp", sort=True)]
     if len(parts) < 2:
         raise InputError(f"{args.input!r} holds {len(parts)} imputation(s); pooling needs 2+")
     fits = analyze_completed(parts, args.formula, args.family)
-    out = args.out or f"{Path(args.input).with_suffix('')}.pooled.csv"
     _print_pooled(fits, out)
     return 0
 
@@ -204,6 +292,17 @@ def _report(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def _reading_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sep", default=None,
+                        help="CSV field separator (default: detected from the header: "
+                             "',' ';' tab or '|')")
+    parser.add_argument("--encoding", default=None,
+                        help="text encoding of a CSV file (default: UTF-8, else Latin-1)")
+    parser.add_argument("--na-values", default=None, metavar="CODE[,CODE]",
+                        help="extra codes read as missing (empty fields, NA and '.' always "
+                             "are), e.g. -99,999")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also fit this mixed model (lme4 syntax) and pool it")
     imp.add_argument("--family", default="gaussian",
                      choices=["gaussian", "binomial", "poisson"], help="for --analyze")
+    imp.add_argument("--include-original", action="store_true",
+                     help="also write the incomplete data as .imp = 0 (what R's "
+                          "mice::as.mids() reads)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _reading_options(imp)
     imp.set_defaults(func=_impute)
 
     pool = sub.add_parser("pool", help="analyse imputed data (long format) and pool",
@@ -289,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("--family", default="gaussian",
                       choices=["gaussian", "binomial", "poisson"])
     pool.add_argument("--out", default=None, help="CSV for the pooled table")
+    _reading_options(pool)
     pool.set_defaults(func=_pool)
 
     simp = sub.add_parser(
@@ -331,24 +435,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mlmi`` command: bad input ends with its message, not a
-    traceback."""
-    from .exceptions import MLMIError
+    """Entry point of the ``mlmi`` command. A user error ends with one line naming the
+    argument and value (status 2), never a traceback; Ctrl-C ends with status 130 and
+    no partial output; a closed pipe (``| head``) ends quietly; warnings print as one
+    line each."""
+    import os
+    import warnings
+
+    from .exceptions import MLMIError, MLMIWarning
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("demo", "impute", "simulate", "glmm-demo") and not getattr(
-            args, "quiet", False):
-        from ._jit import kernels_cached
+    prefix = f"mlmi {args.command}"
 
-        if not kernels_cached():
-            print("mlmi: compiling the numerical kernels (first run only, about 20 s)",
-                  file=sys.stderr)
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        try:
+            print(f"{prefix}: warning: {text}", file=sys.stderr)
+        except (OSError, ValueError):  # pragma: no cover - stderr closed
+            pass
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            warnings.filterwarnings("default", category=MLMIWarning)
+            if args.command in ("demo", "impute", "simulate", "glmm-demo") and not getattr(
+                    args, "quiet", False):
+                from ._jit import kernels_cached
+
+                if not kernels_cached():
+                    print("mlmi: compiling the numerical kernels (first run only, about 20 s)",
+                          file=sys.stderr)
+            return int(args.func(args) or 0)
     except MLMIError as exc:
-        print(f"mlmi {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{prefix}: interrupted (Ctrl-C); no file was left half-written",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (| head): stop quietly, and keep Python from complaining
+        # when it flushes stdout at exit
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+        return 141
 
 
 if __name__ == "__main__":

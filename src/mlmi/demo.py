@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import ImputationWarning
+from .io import atomic_path
 
 FORMULA = "smoking ~ alcohol + comorbidities + (1 + alcohol | study)"
 RANDOM = {"alcohol": ["smoking"], "comorbidities": ["smoking"]}
@@ -146,14 +147,21 @@ def _estimate(r: pd.Series, p: str) -> str:
     return f"{r[p]:>8.3f} ({r[f'{p}_se']:.3f})"
 
 
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def _write_outputs(out: Path, data, miss, table, imputed, pooled, truth, plots) -> list[Path]:
     written = []
-    miss.to_csv(out / "missingness.csv")
-    (out / "missingness.md").write_text("% missing per study (Table 4 layout)\n\n"
-                                        + _format_missingness(miss) + "\n")
-    table.to_csv(out / "results.csv")
-    (out / "results.md").write_text(
-        f"Analysis model: `{FORMULA}`\n\n" + _results_markdown(table) + "\n")
+    with atomic_path(out / "missingness.csv") as tmp:
+        miss.to_csv(tmp)
+    _write_text(out / "missingness.md", "% missing per study (Table 4 layout)\n\n"
+                + _format_missingness(miss) + "\n")
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp)
+    _write_text(out / "results.md",
+                f"Analysis model: `{FORMULA}`\n\n" + _results_markdown(table) + "\n")
     written += [out / "missingness.csv", out / "missingness.md", out / "results.csv",
                 out / "results.md"]
     figs = {

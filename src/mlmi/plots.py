@@ -26,6 +26,7 @@ the colours of the simulation report (:mod:`mlmi.simulation.reporting`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,7 +72,11 @@ def save(fig: Figure, path: str | Path, *, dpi: int = 110, **kwargs) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs.setdefault("bbox_inches", "tight")
-    fig.savefig(path, dpi=dpi, **kwargs)
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:  # never a half-written figure under its name
+        fig.savefig(tmp, dpi=dpi, format=kwargs.pop("format", None) or path.suffix[1:] or None,
+                    **kwargs)
     return path
 
 
@@ -382,7 +387,11 @@ def _study_title(v: dict, s: int) -> str:
         what = f"sporadic: {n_mis} imputed"
     else:
         what = "complete"
-    return f"{v['labels'][s]} (n = {n})\n{what}"
+    import textwrap
+
+    # a long study name wraps rather than running into the neighbouring panel's title
+    label = textwrap.fill(f"{v['labels'][s]} (n = {n})", 34)
+    return f"{label}\n{what}"
 
 
 def _panel_grid(n: int, panel_w: float = 2.3, panel_h: float = 1.9):
@@ -447,6 +456,32 @@ def _label_studies(ax, v: dict, shown: np.ndarray, sys_: np.ndarray,
             tick.set_fontweight("bold")
     ax.set_xlim(-0.6, len(shown) - 0.4)
     ax.set_xlabel(f"{v['cluster']} (imputed / participants)")
+    _fit_tick_labels(ax)
+
+
+def _overlapping(labels, renderer, gap: float = 2.0) -> bool:
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    return any(a.x1 + gap > b.x0 for a, b in itertools.pairwise(boxes))
+
+
+def _fit_tick_labels(ax) -> None:
+    """Study labels on the x axis must not overlap (long or many labels): measured as
+    drawn; if they collide they are turned upright, and if they still do only every
+    k-th is kept (the others stay as ticks)."""
+    renderer = ax.figure.canvas.get_renderer()
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    if len(labels) < 2 or not _overlapping(labels, renderer):
+        return
+    for t in labels:
+        t.set(rotation=90, ha="center", va="top", rotation_mode="default")
+    if not _overlapping(labels, renderer):
+        return
+    for step in range(2, len(labels)):
+        shown = labels[::step]
+        for i, t in enumerate(labels):
+            t.set_visible(i % step == 0)
+        if not _overlapping(shown, renderer):
+            return
 
 
 def _proportions(v: dict, by_study: bool) -> Figure:
@@ -727,6 +762,11 @@ def forest_plot(results: Mapping[str, pd.DataFrame], truth: Mapping[str, float] 
         if not isinstance(table, pd.DataFrame):
             raise InputError(f"results[{name!r}] must be a DataFrame (a pooled table) or "
                              f"have a pool() method, not {type(res).__name__}")
+        if "term" in table.columns and not isinstance(table.index, pd.MultiIndex) and \
+                table.index.name != "term":
+            # a table with the terms in a column (e.g. a pooled CSV read back, or
+            # pool().reset_index()): label the panels by the terms, not row numbers
+            table = table.set_index("term")
         lacking = [c for c in ("estimate", "conf_low", "conf_high") if c not in table]
         if lacking:
             raise InputError(f"results[{name!r}] has no column(s) {lacking}")

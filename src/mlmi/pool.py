@@ -397,3 +397,34 @@ def _as_array(x: Any, what: str) -> np.ndarray:
     if a.ndim != 2:
         raise InputError(f"{what}: must be an m x p array or a length-m vector, got {a.ndim}-D")
     return a
+
+
+class FullTable(pd.DataFrame):
+    """A DataFrame of results (``pool()``, ``pool_random()``, ``summary()``) that prints
+    in full — every row, column, term and interval — in a terminal and in a notebook,
+    wrapping to the width of the terminal instead of eliding columns as ``...``.
+    Otherwise an ordinary DataFrame."""
+
+    @property
+    def _constructor(self):
+        return FullTable
+
+    def __repr__(self) -> str:
+        with _show_all():
+            return super().__repr__()
+
+    def _repr_html_(self) -> str | None:
+        with _show_all():
+            return super()._repr_html_()
+
+    def to_string(self, *args, **kwargs) -> str:
+        with _show_all():
+            return super().to_string(*args, **kwargs)
+
+
+def _show_all():
+    import shutil
+
+    width = shutil.get_terminal_size((100, 24)).columns
+    return pd.option_context("display.max_columns", None, "display.max_rows", None,
+                             "display.width", max(width, 40), "display.max_colwidth", None)

@@ -278,4 +278,10 @@ def _check_name(tok: str, formula: str) -> str:
             f"formula {formula!r}: cannot interpret term {tok!r}; use column names, "
             "'1', '0', ':' and '*' (transform variables in the data frame first)"
         )
+    if _strip(tok) == "(Intercept)":
+        # it would be taken for the intercept column and silently dropped
+        raise InputError(
+            f"formula {formula!r}: a column named '(Intercept)' clashes with the intercept "
+            "term's name; rename the column"
+        )
     return _strip(tok)

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from ..exceptions import InputError, ModelError
 from ..glmm import fit_arrays, get_family
@@ -210,8 +211,11 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
     rng = problem.rng
     X, W = problem.design()
     obs = np.flatnonzero(problem.ry)
+    # the studies by their labels (in code order), so warnings name them as the user does
+    groups = pd.Categorical.from_codes(problem.cluster[obs],
+                                       categories=pd.Index(problem.cluster_labels))
     fit = fit_arrays(
-        problem.y[obs], X[obs], W[obs], problem.cluster[obs], fam,
+        problem.y[obs], X[obs], W[obs], groups, fam,
         start=problem.state.get("fit"), x_names=problem.fixed_names,
         w_names=problem.random_names,
     )

@@ -78,9 +78,13 @@ def impute(
         moment finite however few studies observe the variable). Rationale and evidence:
         docs/method.md and docs/results/psi-draw.md. Counted in .diagnostics:
         psi_floored, psi_fallbacks.
-    seed : every random draw derives from it; the same seed gives the same imputations,
-        serial or parallel.
-    n_jobs : chains run in this many parallel processes (1: in this process).
+    seed : a non-negative integer; every random draw derives from it, and the same seed
+        gives the same imputations, serial or parallel. None: a seed is drawn from the
+        operating system, kept in ``Imputed.seed`` and noted in ``Imputed.notes``, so
+        the run can be repeated.
+    n_jobs : chains run in this many parallel processes (1: in this process; -1: one per
+        core). Works from a plain script without a main guard, a notebook or
+        ``python -``; Ctrl-C stops the workers at once.
     types : override inferred variable types, dict variable → "binary", "count",
         "continuous" or "categorical".
     scheduler : run the chains on a Dask cluster instead: a ``dask.distributed.Client``
@@ -109,34 +113,99 @@ def impute(
     Imputed : the completed data sets (``.complete(i)``), chains, diagnostics;
     ``.analyze(formula, family).pool()`` gives the pooled analysis.
     """
-    if not isinstance(m, (int, np.integer)) or m < 1:
-        raise InputError(f"m={m!r} must be a positive integer (number of imputations)")
-    if not isinstance(maxit, (int, np.integer)) or maxit < 1:
-        raise InputError(f"maxit={maxit!r} must be a positive integer (iterations)")
-    if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
+    _check_int("m", m, 1, "number of imputations")
+    _check_int("maxit", maxit, 1, "iterations")
+    if isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, (int, np.integer)) \
+            or n_jobs == 0 or n_jobs < -1:
         raise InputError(f"n_jobs={n_jobs!r}: use a positive number of processes or -1 (all)")
-    if seed is not None and not isinstance(seed, (int, np.integer)):
-        raise InputError(f"seed={seed!r} must be an integer or None")
+    if seed is not None:
+        _check_int("seed", seed, 0, "seed of the random draws")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise InputError(f"progress={progress!r} must be True or False")
+    _check_scheduler(scheduler)
+    drawn = seed is None
+    if drawn:
+        # reproducible by default: draw a seed, keep it (Imputed.seed) and say it
+        seed = draw_seed()
     args = {"method": method, "random": random, "predictor_matrix": predictor_matrix,
             "visit_sequence": visit_sequence, "sampler": sampler, "types": types,
             "level": level, "derived": derived, "psi_draw": psi_draw}
     if by is not None:
         from .groups import impute_by
 
-        return impute_by(data, cluster, by, exclude, args, m=m, maxit=maxit, seed=seed,
-                         n_jobs=n_jobs, scheduler=scheduler, progress=progress)
+        imputed = impute_by(data, cluster, by, exclude, args, m=m, maxit=maxit, seed=seed,
+                            n_jobs=n_jobs, scheduler=scheduler, progress=progress)
+        if drawn:
+            imputed.plan.notes.append(_drawn_note(seed))
+        return imputed
     plan = make_plan(data, cluster, exclude=exclude, **args)
+    if drawn:
+        plan.notes.append(_drawn_note(seed))
+    if not plan.output_variables:
+        plan.notes.append("no variable to impute (no missing values, or only in variables "
+                          "left missing or constant): every completed data set is the data"
+                          + (" with its constants filled in" if plan.constants else ""))
     for message in plan.warnings:
         warnings.warn(message, ImputationWarning, stacklevel=2)
     with single_threaded_blas():
-        return _impute(plan, m, maxit, seed, n_jobs, scheduler, progress)
+        return _impute(plan, m, maxit, int(seed), n_jobs, scheduler, progress)
+
+
+def _drawn_note(seed: int) -> str:
+    return f"no seed given: drew seed={seed}; pass seed={seed} to repeat these imputations"
+
+
+def draw_seed() -> int:
+    """A fresh seed from the operating system's entropy, small enough to type."""
+    return int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+
+
+def _check_int(name: str, value, low: int, meaning: str) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < low:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise InputError(f"{name}={value!r} must be {kind} ({meaning})")
+
+
+def _check_scheduler(scheduler) -> None:
+    """A scheduler address is checked before the imputation starts (a typo should not
+    cost a run): 'tcp://host:port', 'host:port' or a Client."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, str):
+        try:
+            from distributed.comm import parse_address
+            from distributed.comm.addressing import parse_host_port
+
+            proto, loc = parse_address(scheduler)
+            if proto in ("tcp", "tls", "ws", "wss"):
+                parse_host_port(loc)
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"scheduler={scheduler!r} is not a Dask scheduler address: use "
+                f"'tcp://host:8786' (host and port), or a dask.distributed.Client ({exc})"
+            ) from exc
+        except ImportError:  # pragma: no cover - dask[distributed] is a dependency
+            raise InputError("scheduler= needs dask.distributed") from None
+        return
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        return
+    if not isinstance(scheduler, Client):
+        raise InputError(
+            f"scheduler must be a dask.distributed.Client or a scheduler address such as "
+            f"'tcp://host:8786', not {type(scheduler).__name__}"
+        )
 
 
 def _impute(plan: Plan, m, maxit, seed, n_jobs, scheduler, progress) -> Imputed:
     seeds = np.random.SeedSequence(seed).spawn(m)
     bar = Progress(m * maxit * len(plan.visit_sequence), enabled=progress, label="impute")
     try:
-        if scheduler is not None:
+        if not plan.output_variables:
+            results = [ChainResult(c, {}, [], []) for c in range(m)]
+        elif scheduler is not None:
             results = _run_chains_dask(plan, seeds, maxit, scheduler, bar)
         else:
             results = _run_chains(plan, seeds, maxit, n_jobs, bar)
@@ -145,16 +214,17 @@ def _impute(plan: Plan, m, maxit, seed, n_jobs, scheduler, progress) -> Imputed:
     imputed = _collect(plan, results, m, maxit, seed)
     report = _report(imputed)
     if report:
-        warnings.warn(report, ImputationWarning, stacklevel=4)
+        warnings.warn(report, ImputationWarning, stacklevel=3)
     return imputed
 
 
 def _report(imputed: Imputed) -> str:
     """One message with what a user must know: fallbacks, non-converged fits,
-    separation, sampler bounds exceeded, clipped draws. Singular fits and floored
-    Psi-hat are routine (a random-slope variance of 0) and stay in summary()."""
+    separation, sampler bounds exceeded, singular (floored) Psi-hat, clipped draws."""
     d = imputed.diagnostics
     parts = []
+    if "variable" not in d:
+        return ""
     for var, sub in d.groupby("variable", sort=False):
         calls = len(sub)
         bits = []
@@ -190,6 +260,9 @@ def _report(imputed: Imputed) -> str:
             bits.append(f"{int(sub['psi_fallbacks'].fillna(0).sum())} Psi* draw(s) without a "
                         "usable likelihood Hessian (ml-normal fell back to the corrected "
                         "Wishart)")
+        if "psi_floored" in sub and sub["psi_floored"].fillna(0).sum():
+            bits.append(f"{int(sub['psi_floored'].fillna(0).sum())}/{calls} fits with a "
+                        "singular Psi-hat (a random-effect variance estimated as 0; floored)")
         if "clipped" in sub and sub["clipped"].sum():
             bits.append(f"{int(sub['clipped'].sum())} draw(s) with a clipped mean")
         if bits:
@@ -205,20 +278,22 @@ def _run_chains(plan: Plan, seeds, maxit: int, n_jobs: int, bar: Progress
     if n_jobs == 1 or len(seeds) == 1:
         return [run_chain(plan, c, s, maxit, progress=bar.update) for c, s in enumerate(seeds)]
     per_chain = maxit * len(plan.visit_sequence)
-    import multiprocessing as mp
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
-    from .._workers import exit_with_parent
+    from .._workers import process_pool
 
     workers = min(len(seeds), (os.cpu_count() or 1) if n_jobs == -1 else n_jobs)
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=exit_with_parent) as pool:
+    with process_pool(workers) as pool:
         futures = [pool.submit(run_chain, plan, c, s, maxit) for c, s in enumerate(seeds)]
         for f in futures:
-            f.add_done_callback(lambda _f: bar.update(n=per_chain))
+            f.add_done_callback(lambda f: _advance(bar, f, per_chain))
         return [f.result() for f in futures]
+
+
+def _advance(bar: Progress, future, steps: int) -> None:
+    """Count a finished chain on the bar (not a cancelled or failed one)."""
+    if not future.cancelled() and future.exception() is None:
+        bar.update(n=steps)
 
 
 def _run_chains_dask(plan: Plan, seeds, maxit: int, scheduler, bar: Progress
@@ -235,14 +310,21 @@ def _run_chains_dask(plan: Plan, seeds, maxit: int, scheduler, bar: Progress
             f"scheduler must be a dask.distributed.Client or a scheduler address such as "
             f"'tcp://host:8786', not {type(scheduler).__name__}"
         )
-    client = Client(scheduler) if own else scheduler
+    if own:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"scheduler={scheduler!r}: cannot connect to a Dask scheduler "
+                             f"there ({type(exc).__name__}: {exc})") from exc
+    else:
+        client = scheduler
     try:
         shared = client.scatter(plan, broadcast=True)
         futures = [client.submit(run_chain, shared, c, s, maxit, pure=False)
                    for c, s in enumerate(seeds)]
         per_chain = maxit * len(plan.visit_sequence)
         for f in futures:
-            f.add_done_callback(lambda _f: bar.update(n=per_chain))
+            f.add_done_callback(lambda f: _advance(bar, f, per_chain))
         return client.gather(futures)
     finally:
         if own:

@@ -25,7 +25,7 @@ class Imputed:
         -2 the study, 1 fixed effect, 2 fixed effect and random slope, 0 not used).
     visit_sequence : order in which variables are imputed within an iteration.
     sampler : how random effects of sporadically missing studies were drawn.
-    seed : the seed every random draw was derived from.
+    seed : the seed every random draw was derived from (drawn when none was given).
     imputations : per variable, an m × n_missing array of imputed values (0/1 for
         binary variables), in row order of the missing entries.
     chains : mean and SD of the imputed values of each variable per iteration and
@@ -41,7 +41,7 @@ class Imputed:
     plan: Plan = field(repr=False)
     m: int
     maxit: int
-    seed: int | None
+    seed: int
     imputations: dict[str, np.ndarray] = field(repr=False)
     chains: pd.DataFrame = field(repr=False)
     diagnostics: pd.DataFrame = field(repr=False)
@@ -59,9 +59,11 @@ class Imputed:
     @property
     def methods(self) -> dict[str, str]:
         """Method per incomplete variable ("" = left missing; "~expression" = derived,
-        mice's notation for passive imputation)."""
+        mice's notation for passive imputation; "constant": observed with a single value,
+        imputed with it)."""
         out = dict(self.plan.methods)
         out.update({d: f"~{e.text}" for d, e in self.plan.derived.items()})
+        out.update(dict.fromkeys(self.plan.constants, "constant"))
         return out
 
     @property
@@ -113,26 +115,35 @@ class Imputed:
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ completed data
-    def complete(self, action: int | str = 1) -> pd.DataFrame | list[pd.DataFrame]:
+    def complete(self, action: int | str = 1, include: bool = False
+                 ) -> pd.DataFrame | list[pd.DataFrame]:
         """Completed data.
 
         ``action``: an imputation number 1..m (a DataFrame with the same index, columns
         and dtypes as the input); 0 — the incomplete data; ``"long"`` — all m stacked,
-        with columns ``.imp`` (1..m) and ``.id`` (the original row label) first;
-        ``"all"`` — a list of the m completed DataFrames.
+        with columns ``.imp`` (1..m) and ``.id`` (the row number 1..n, as mice's
+        ``complete(imp, "long")``) first; ``"all"`` — a list of the m completed
+        DataFrames. ``include=True`` (with ``"long"`` or ``"all"``) adds the incomplete
+        data first, as ``.imp = 0`` — the layout ``mice::as.mids()`` reads.
         """
+        if not isinstance(include, (bool, np.bool_)):
+            raise InputError(f"include={include!r} must be True or False")
         if isinstance(action, str):
+            first = 0 if include else 1
             if action == "long":
                 parts = []
-                for i in range(1, self.m + 1):
+                ids = np.arange(1, len(self.plan.data) + 1)
+                for i in range(first, self.m + 1):
                     d = self.complete(i)
-                    d.insert(0, ".id", d.index.to_numpy())
+                    d.insert(0, ".id", ids)
                     d.insert(0, ".imp", i)
                     parts.append(d.reset_index(drop=True))
                 return pd.concat(parts, ignore_index=True)
             if action == "all":
-                return [self.complete(i) for i in range(1, self.m + 1)]
+                return [self.complete(i) for i in range(first, self.m + 1)]
             raise InputError(f"action={action!r}: use 1..m, 0, 'long' or 'all'")
+        if isinstance(action, (bool, np.bool_)):
+            raise InputError(f"action={action!r}: give an imputation number 1..{self.m}")
         if not isinstance(action, (int, np.integer)) or not 0 <= action <= self.m:
             raise InputError(f"action={action!r}: imputation numbers run from 1 to {self.m}")
         out = self.plan.data.copy()
@@ -141,6 +152,12 @@ class Imputed:
         for var, values in self.imputations.items():
             miss = self.plan.missing[var]
             out[var] = _restore(out[var], miss, values[action - 1], self.plan.variables[var])
+        for var, value in self.plan.constants.items():
+            # a variable observed with one value only: its missing entries take that value
+            miss = self.plan.missing[var]
+            filled = out[var].astype(object)
+            filled.iloc[np.flatnonzero(miss)] = value
+            out[var] = filled.astype(out[var].dtype)
         return out
 
     # ------------------------------------------------------------------ analysis
@@ -182,7 +199,7 @@ class Imputed:
         d = self.diagnostics
         rows = []
         for var in self.plan.imputed_variables:
-            sub = d[d["variable"] == var]
+            sub = d[d["variable"] == var] if "variable" in d else d
             st = self.plan.status[var]
             row = {"variable": var, "type": self.plan.variables[var].vtype,
                    "method": self.plan.methods[var],
@@ -199,7 +216,14 @@ class Imputed:
             if "fit_converged" in sub:
                 row["fits_not_converged"] = int((~sub["fit_converged"].astype(bool)).sum())
             rows.append(row)
-        return pd.DataFrame(rows).set_index("variable")
+        for var, value in self.plan.constants.items():
+            rows.append({"variable": var, "type": self.plan.variables[var].vtype,
+                         "method": f"constant ({_short(value)})",
+                         "n_missing": int(self.plan.missing[var].sum())})
+        columns = ["variable", "type", "method", "n_missing", "sporadic_studies",
+                   "systematic_studies"]
+        return _full_table(pd.DataFrame(rows, columns=None if rows else columns)
+                           .set_index("variable"))
 
     def __repr__(self) -> str:
         lines = [f"Imputed(m={self.m}, maxit={self.maxit}, cluster={self.cluster!r}, "
@@ -222,7 +246,24 @@ class Imputed:
             lines.append("  left out of the models: " + ", ".join(
                 f"{c} ({why.split(' (')[0].split(';')[0]})"
                 for c, why in self.plan.excluded.items()))
+        for var, value in self.plan.constants.items():
+            lines.append(f"  {var:<16} {'constant':<22} missing "
+                         f"{int(self.plan.missing[var].sum())} (imputed with its only observed "
+                         f"value {_short(value)})")
+        if not self.plan.imputed_variables and not self.plan.constants \
+                and not self.plan.derived:
+            lines.append("  no missing values: every completed data set equals the data")
         return "\n".join(lines)
+
+
+def _short(value) -> str:
+    return str(value)[:20]
+
+
+def _full_table(frame: pd.DataFrame) -> pd.DataFrame:
+    from ..pool import FullTable
+
+    return FullTable(frame)
 
 
 def _restore(col: pd.Series, miss: np.ndarray, values: np.ndarray, spec) -> pd.Series:

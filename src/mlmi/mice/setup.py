@@ -83,6 +83,9 @@ class Plan:
     #: the grouping column of imputation by group (``by=``), if any
     by: str | None = None
     psi_draw: str = "paper"
+    #: incomplete variables observed with a single value: imputed with that value, not
+    #: modelled (a model of a constant has nothing to estimate) and not a predictor
+    constants: dict = field(default_factory=dict)
 
     @property
     def imputed_variables(self) -> list[str]:
@@ -143,6 +146,7 @@ def infer_type(col: pd.Series) -> tuple[str, list | None]:
     if pd.api.types.is_bool_dtype(col.dtype):
         return "binary", [False, True]
     if not pd.api.types.is_numeric_dtype(col.dtype):
+        _check_text_codes(col, obs)
         values = sorted(pd.unique(obs), key=_sort_key)
         if all(isinstance(v, (bool, np.bool_)) for v in values):
             return "binary", [False, True]
@@ -157,10 +161,38 @@ def infer_type(col: pd.Series) -> tuple[str, list | None]:
     values = np.unique(x)
     if values.size == 2 and set(values.tolist()) == {0.0, 1.0}:
         return "binary", [_native(col, 0), _native(col, 1)]
+    if values.size == 2:
+        # two values whatever their codes (1/2, 1/3, -1/1): binary, the larger coded 1
+        # in the models and the imputations decoded back to the column's own codes
+        return "binary", [_native_value(col, values[0]), _native_value(col, values[1])]
     if (values.size and np.all(values >= 0) and np.all(values == np.round(values))
             and values.size <= MAX_COUNT_LEVELS and values.size > 2):
         return "count", None
     return "continuous", None
+
+
+def _check_text_codes(col: pd.Series, obs: pd.Series) -> None:
+    """A column of numbers with a few text entries ('.', 'NA ', '-') is almost always a
+    number column with a missing-value code: say so rather than treat it as text."""
+    if obs.empty or not any(isinstance(v, str) for v in obs.iloc[:1000]):
+        return
+    numbers = pd.to_numeric(obs, errors="coerce")
+    text = obs[numbers.isna()]
+    codes = sorted(pd.unique(text))
+    symbols = all(not any(ch.isalpha() for ch in str(c)) for c in codes)
+    if numbers.notna().sum() >= 2 and 0 < len(codes) <= 3 and (
+            symbols or len(text) < len(obs) / 2):
+        raise InputError(
+            f"column {col.name!r} holds numbers and the text value(s) "
+            f"{[_short(c) for c in codes]} ({len(text)} cell(s)); if they mean missing, "
+            f"replace them by NaN (e.g. data.replace({codes[0]!r}, np.nan)) — mlmi impute "
+            "reads '.' as missing and takes other codes with --na-values"
+        )
+
+
+def _native_value(col: pd.Series, value: float):
+    """A value in the column's own kind (int for integer columns, else float)."""
+    return int(value) if pd.api.types.is_integer_dtype(col.dtype) else float(value)
 
 
 def _sort_key(v):
@@ -244,12 +276,29 @@ def make_plan(
     if data.columns.duplicated().any():
         dup = data.columns[data.columns.duplicated()].tolist()
         raise InputError(f"data has duplicated column names {dup}")
-    if not isinstance(cluster, str) and cluster not in data.columns:
-        raise InputError(f"cluster={cluster!r} must be the name of the study column")
-    if cluster not in data.columns:
+    if isinstance(cluster, (list, tuple, set, dict, pd.Index, pd.Series, np.ndarray)):
+        raise InputError(f"cluster={cluster!r} must be the name of one column (the study "
+                         "column), not a list")
+    try:
+        known = cluster in data.columns
+    except TypeError:
+        known = False
+    if not known:
+        import difflib
+
+        lower = {str(c).lower(): str(c) for c in data.columns}
+        close = ([lower[str(cluster).lower()]] if str(cluster).lower() in lower else
+                 difflib.get_close_matches(str(cluster), [str(c) for c in data.columns], n=1))
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        if len(data.columns) == 1 and any(s in str(data.columns[0]) for s in ";\t|"):
+            hint = ("; the data has one column whose name contains separators — was the "
+                    "file read with the wrong separator (mlmi impute: --sep)?")
         raise InputError(
-            f"cluster={cluster!r} is not a column of data (columns: {list(data.columns)[:20]})"
+            f"cluster={cluster!r} is not a column of data (columns: "
+            f"{list(data.columns)[:20]}){hint}"
         )
+    if len(data) == 0:
+        raise InputError("data has no rows")
     if sampler not in SAMPLERS:
         raise InputError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
     if psi_draw not in PSI_DRAWS:
@@ -279,6 +328,8 @@ def make_plan(
             "identified only through the between-study distribution"
         )
 
+    if types is not None and not isinstance(types, dict):
+        raise InputError(f"types={types!r} must be a dict variable -> type")
     types = dict(types or {})
     _check_names("types", types, [c for c in data.columns if c != cluster], cluster)
     derived_exprs = _parse_derived(derived, data, cluster)
@@ -350,13 +401,23 @@ def make_plan(
                 raise InputError(f"derived[{name!r}] uses the categorical variable {inp!r}; "
                                  "use its dummy coding in a variable of its own")
 
-    level2 = _study_level(data, codes, labels.size, variables, columns, level, derived_exprs,
+    constants = _constants(data, variables, columns, derived_exprs, method, fixed, notes)
+    for name in constants:
+        for c in variables[name].cols:
+            seen = work[~np.isnan(work[:, c]), c]
+            if seen.size:
+                work[np.isnan(work[:, c]), c] = seen[0]
+    level2 = _study_level(data, codes, labels.size, variables,
+                          [c for c in columns if c not in constants], level, derived_exprs,
                           fixed, cluster)
-    incomplete = [c for c in columns if variables[c].n_missing > 0 and c not in derived_exprs]
+    incomplete = [c for c in columns if variables[c].n_missing > 0 and c not in derived_exprs
+                  and c not in constants]
     methods = _assign_methods(method, variables, incomplete, cluster, data, level2, level,
                               warns)
+    for name in constants:
+        methods.pop(name, None)
     pm = _predictor_matrix(predictor_matrix, random, variables, methods, columns, cluster,
-                           derived_exprs, level2)
+                           derived_exprs, level2, constants)
     visit = _visit_sequence(visit_sequence, methods, columns)
     for name, expr in derived_exprs.items():
         for inp in expr.inputs:
@@ -372,7 +433,8 @@ def make_plan(
             notes.append(f"{name!r} is study-level: imputed once per study by "
                          f"{methods[name]!r} and copied to the members")
 
-    missing = {v: data[v].isna().to_numpy() for v in [*incomplete, *derived_exprs]}
+    missing = {v: data[v].isna().to_numpy() for v in [*incomplete, *derived_exprs,
+                                                       *constants]}
     status = {}
     for v in missing:
         n_obs = np.bincount(codes[~missing[v]], minlength=labels.size)
@@ -382,11 +444,41 @@ def make_plan(
         status[v] = st
     plan = Plan(data, cluster, codes, labels, variables, methods, pm, visit, work, work_names,
                 missing, status, sampler, notes, warns, excluded, level2, derived_exprs,
-                psi_draw=psi_draw)
+                psi_draw=psi_draw, constants=constants)
     _check_identifiable(plan)
     warns.extend(few_studies_warnings(plan))
     _compute_derived(plan, plan.work, list(derived_exprs))
     return plan
+
+
+def _constants(data, variables, columns, derived, method, fixed, notes) -> dict:
+    """Incomplete variables observed with a single value (whole data; a group of by=
+    keeps the whole data's decision)."""
+    if fixed is not None:
+        return {c: v for c, v in fixed.constants.items() if c in columns}
+    out = {}
+    for name in columns:
+        v = variables[name]
+        if name in derived or not v.n_missing:
+            continue
+        obs = data[name].dropna()
+        if obs.nunique() != 1:
+            continue
+        if isinstance(method, dict) and name in method:
+            if method[name] == "":
+                continue  # left missing on purpose
+            raise InputError(
+                f"method[{name!r}] = {method[name]!r}, but {name!r} has a single observed "
+                f"value ({_short(obs.iloc[0])!r}): it is imputed with that value; drop "
+                f"method[{name!r}]"
+            )
+        out[name] = obs.iloc[0]
+        notes.append(
+            f"{name!r} has {v.n_missing} missing value(s) and one observed value "
+            f"({_short(obs.iloc[0])!r}): imputed with it (no model; it is not used as a "
+            "predictor, as a constant carries no information)"
+        )
+    return out
 
 
 def _compute_derived(plan: Plan, work: np.ndarray, names: list[str]) -> None:
@@ -612,7 +704,7 @@ def _type_hint(v: Variable) -> str:
 
 
 def _predictor_matrix(pm, random, variables, methods, columns, cluster, derived=None,
-                      level2=None) -> pd.DataFrame:
+                      level2=None, constants=None) -> pd.DataFrame:
     """mice's predictor matrix (targets × columns): -2 cluster, 1 fixed, 2 random slope,
     3 fixed effects of the variable and of its study mean."""
     derived = derived or {}
@@ -626,7 +718,8 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster, derived=
             for c in columns:
                 # a derived variable does not predict its own inputs (it is a function
                 # of them: collinear where observed, circular where imputed)
-                if c != t and not (c in derived and t in inputs_of[c]):
+                if c != t and not (c in derived and t in inputs_of[c]) \
+                        and c not in (constants or {}):
                     out.loc[t, c] = 1
             # multilevel: the cluster; single-level: the study as fixed dummies (stratified)
             out.loc[t, cluster] = -2 if get_method(methods[t]).multilevel else 1
@@ -659,11 +752,20 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster, derived=
                         f"predictor_matrix[{t!r}, {c!r}] = -2, but {c!r} is not the cluster "
                         f"column {cluster!r}"
                     )
+    if random is not None and not isinstance(random, dict):
+        raise InputError(f"random={random!r} must be a dict variable -> list of predictors "
+                         "with a random slope, e.g. {'x1': ['y']}")
     random = dict(random or {})
     _check_names("random", random, columns, cluster)
     for t, slopes in random.items():
         if isinstance(slopes, str):
             slopes = [slopes]
+        if cluster in slopes:
+            raise InputError(
+                f"random[{t!r}] names the cluster column {cluster!r}: the study cannot have a "
+                "random slope (every model has a random intercept per study already); "
+                f"list predictors of {t!r}"
+            )
         if t not in targets:
             raise InputError(f"random[{t!r}]: {t!r} is not imputed (it has no missing values "
                              "or no method)")
@@ -720,7 +822,8 @@ def _predictor_matrix(pm, random, variables, methods, columns, cluster, derived=
                         "its study mean is itself; use 1")
             if c in derived:
                 continue  # computed from its inputs, which are checked below
-            if row[c] != 0 and variables[c].n_missing and not methods.get(c):
+            if row[c] != 0 and variables[c].n_missing and not methods.get(c) and \
+                    c not in (constants or {}):
                 raise InputError(
                     f"{c!r} predicts {t!r} but is incomplete and not imputed; impute it or "
                     f"set predictor_matrix[{t!r}, {c!r}] = 0"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import atomic_path
 from .replication import METHODS, PARAMETERS
 from .summary import summarize
 
@@ -137,7 +138,8 @@ def report(out: str | Path | pd.DataFrame, dest: str | Path) -> list[Path]:
     summary = summarize(out)
     written = []
     path = dest / "summary.csv"
-    summary.to_csv(path, index=False)
+    with atomic_path(path) as tmp:  # every file complete or absent
+        summary.to_csv(tmp, index=False)
     written.append(path)
     md = ["# Simulation results", "",
           "Performance of each method (METHOD.md §6); bias, SEs and RMSE on the scale of the "
@@ -150,12 +152,14 @@ def report(out: str | Path | pd.DataFrame, dest: str | Path) -> list[Path]:
         csv = dest / f"table{k}_binary_k10_mar_{het}.csv"
         flat = table.copy()
         flat.columns = [c if isinstance(c, str) else f"{c[0]}_{c[1]}" for c in flat.columns]
-        flat.to_csv(csv)
+        with atomic_path(csv) as tmp:
+            flat.to_csv(tmp)
         written.append(csv)
         md.append(_markdown(table, f"Table {k}: binary outcome, 10 studies, MAR, {het} "
                                    "heterogeneity"))
     path = dest / "tables.md"
-    path.write_text("\n".join(md))
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(md))
     written.append(path)
     for outcome, prefix in (("binary", "fig"), ("continuous", "figA")):
         for (mech, sys_), _ in summary[summary.outcome == outcome].groupby(
@@ -163,7 +167,8 @@ def report(out: str | Path | pd.DataFrame, dest: str | Path) -> list[Path]:
             for i, parameter in enumerate(PARAMETERS, start=1):
                 fig = figure(summary, outcome, parameter, mech, sys_)
                 path = dest / f"{prefix}{i}_{outcome}_{parameter}_{mech}_sys{sys_:g}.png"
-                fig.savefig(path, dpi=110)
+                with atomic_path(path) as tmp:
+                    fig.savefig(tmp, dpi=110)
                 plt.close(fig)
                 written.append(path)
     return written

@@ -25,7 +25,6 @@ import pandas as pd
 
 from .. import __version__
 from .._progress import Progress
-from .._workers import exit_with_parent
 from ..exceptions import InputError
 from .grid import KEYS, scenario_id, validate
 from .replication import ALL_METHODS, METHODS, replicate
@@ -188,6 +187,10 @@ def run(
 
     Returns a dict with the numbers of tasks done now, skipped (already done) and failed.
     """
+    if scheduler is not None and scheduler != "local":
+        from ..mice import _check_scheduler
+
+        _check_scheduler(scheduler)  # a typo must not wait for the first task
     scenarios = list(scenarios)
     for s in scenarios:
         validate(s)
@@ -195,8 +198,14 @@ def run(
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
         raise InputError(f"unknown method(s) {sorted(unknown)}; use {list(ALL_METHODS)}")
-    if not isinstance(reps, int) or reps < 1:
-        raise InputError(f"reps={reps!r} must be a positive integer")
+    from ..mice import _check_int
+
+    _check_int("reps", reps, 1, "replications per scenario")
+    _check_int("seed", seed, 0, "master seed")
+    _check_int("m", m, 1, "number of imputations")
+    _check_int("maxit", maxit, 1, "iterations")
+    if workers is not None:
+        _check_int("workers", workers, 1, "local processes")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_meta(out, {"seed": int(seed), "m": int(m), "maxit": int(maxit),
@@ -277,12 +286,11 @@ def _run_local(args, handle, workers: int | None) -> None:
         for a in args:
             handle(_task(*a))
         return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=exit_with_parent) as pool:
+    from .._workers import process_pool
+
+    with process_pool(workers) as pool:
         pending = set()
         it = iter(args)
         for a in it:  # a bounded window keeps memory flat on a 120 000-task grid
@@ -305,7 +313,11 @@ def _run_dask(args, handle, scheduler) -> None:
         cluster = LocalCluster(threads_per_worker=1, processes=True, dashboard_address=None)
         client, own = Client(cluster), True
     elif isinstance(scheduler, str):
-        client, own = Client(scheduler), True
+        try:
+            client, own = Client(scheduler, timeout="10s"), True
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"scheduler={scheduler!r}: cannot connect to a Dask scheduler "
+                             f"there ({type(exc).__name__}: {exc})") from exc
     else:
         raise InputError(
             f"scheduler={scheduler!r}: use None, 'local', a 'tcp://host:port' address or a "
