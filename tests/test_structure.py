@@ -430,3 +430,26 @@ def test_cli_structure_options(tmp_path, capsys):
     assert main(["impute", str(src), "--cluster", "st", "--derived", "x2", "--out",
                  str(out)]) == 2
     assert "--derived 'x2': use NAME=EXPRESSION" in capsys.readouterr().err
+
+
+def test_categorical_study_level_end_to_end_and_plot():
+    rng = np.random.default_rng(8)
+    K, per = 30, 20
+    st = np.repeat(np.arange(K), per)
+    setting = rng.choice(["clinic", "hospital", "population"], K)
+    d = pd.DataFrame({"st": st, "x": rng.normal(size=K * per) + (setting == "clinic")[st],
+                      "setting": pd.Categorical(setting[st]), "flag": rng.integers(0, 2, K)[st]})
+    d.loc[d["st"] < 8, "setting"] = np.nan
+    d.loc[d["st"].isin([9, 10]), "flag"] = np.nan
+    d.loc[rng.random(len(d)) < 0.2, "x"] = np.nan
+    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=3)
+    assert imp.methods["setting"] == "2lonly.polyreg" and imp.methods["flag"] == "2lonly.bin"
+    for i in (1, 2):
+        done = imp.complete(i)
+        assert done["setting"].dtype == d["setting"].dtype  # categories kept
+        assert (done.groupby("st", observed=True)[["setting", "flag"]].nunique() == 1).all().all()
+    from mlmi import plots
+
+    fig = plots.observed_vs_imputed(imp, "setting")
+    labels = {tuple(t.get_text() for t in ax.get_xticklabels()) for ax in fig.axes}
+    assert ("clinic", "hospital", "population") in labels

@@ -302,7 +302,7 @@ def _chain_colors(n: int) -> list:
 
 # ====================================================================== observed vs imputed
 _KINDS = {"binary": ("proportion",), "count": ("bar", "strip"),
-          "continuous": ("density", "strip")}
+          "continuous": ("density", "strip"), "categorical": ("bar",)}
 
 
 def observed_vs_imputed(imputed: Imputed, variable: str, by_study: bool = True, *,
@@ -362,8 +362,10 @@ def observed_vs_imputed(imputed: Imputed, variable: str, by_study: bool = True, 
 def _values(imputed: Imputed, variable: str) -> dict:
     """Everything the observed-vs-imputed figures need, on the numeric (0/1) scale."""
     plan = imputed.plan
+    from .mice.sampler import get_values
+
     spec = plan.variables[variable]
-    x = plan.work[:, spec.cols[0]]
+    x = get_values(plan, plan.work, variable)  # category codes for a categorical one
     miss = plan.missing[variable]
     imp = np.asarray(imputed.imputations[variable], dtype=float)
     if imp.ndim == 1:
@@ -560,6 +562,11 @@ def _bars(v: dict, by_study: bool) -> Figure:
     over = (obs.size and np.max(obs) > top) or (imp.size and np.max(imp) > top)
     xs = np.arange(top + 1)
     ticks = [str(x) for x in xs]
+    if v["vtype"] == "categorical":  # category codes: label the bars with the levels
+        top = len(v["levels"]) - 1
+        xs = np.arange(top + 1)
+        ticks = [str(lv) for lv in v["levels"]]
+        over = False
     if over:
         ticks[-1] = f"≥{top}"
     overall = _count_frequencies(obs, top)
