@@ -338,6 +338,7 @@ def test_derived_new_column_chain_and_observed_kept():
         np.testing.assert_allclose(done["tx"], done["treat"] * done["bmi"])
         np.testing.assert_allclose(done["logw"], np.log(done["w"]))
     assert imp.complete(0)["tx"].isna().all()  # new column: nothing observed
+    assert "tx               derived     ~treat * bmi" in repr(imp)
     pm = imp.predictor_matrix
     assert pm.loc["w", "tx"] == 0 and pm.loc["w", "logw"] == 0  # not predictors of inputs
 
@@ -376,6 +377,8 @@ def test_by_group_imputes_each_arm_separately():
     imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
     assert imp.excluded["treat"].startswith("by=")
     assert set(imp.diagnostics["group"]) == {0, 1}
+    text = repr(imp)
+    assert "within the 2 levels of 'treat'" in text and "treat (by=)" in text
     assert imp.complete(1)["x"].notna().all()
     # reproducible, and a different seed gives different draws
     again = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
@@ -453,3 +456,47 @@ def test_categorical_study_level_end_to_end_and_plot():
     fig = plots.observed_vs_imputed(imp, "setting")
     labels = {tuple(t.get_text() for t in ax.get_xticklabels()) for ax in fig.axes}
     assert ("clinic", "hospital", "population") in labels
+
+
+def test_code_3_keeps_a_contextual_effect():
+    """y = 0.5 x + 1.5 mean_study(x) + u + e with y systematically missing in 16 of 40
+    studies: imputing y from x alone (code 1) gives the systematic studies no contextual
+    shift and attenuates the pooled contextual effect; with x's study mean (code 3) it is
+    kept. Over 8 data sets the code-3 mean estimate has a Monte Carlo SE of about 0.03
+    (measured: 0.029 over 12), so 0.15 is 5 SEs; code 1 averages about 0.7."""
+    def gen(seed, K=40, per=25):
+        rng = np.random.default_rng(seed)
+        st = np.repeat(np.arange(K), per)
+        x = rng.normal(size=K)[st] + rng.normal(size=K * per)
+        xbar = np.bincount(st, weights=x) / per
+        y = 0.5 * x + 1.5 * xbar[st] + 0.3 * rng.normal(size=K)[st] + rng.normal(size=K * per)
+        d = pd.DataFrame({"st": st, "x": x, "y": y})
+        d.loc[np.isin(st, rng.choice(K, 16, replace=False)), "y"] = np.nan
+        return d
+
+    def contextual(frame):
+        xbar = frame.groupby("st")["x"].transform("mean").to_numpy()
+        X = np.column_stack([np.ones(len(frame)), frame["x"], xbar])
+        y = frame["y"].to_numpy()
+        b = np.linalg.lstsq(X, y, rcond=None)[0]
+        r = y - X @ b
+        return b, r @ r / (len(y) - 3) * np.linalg.inv(X.T @ X)
+
+    pm3 = pd.DataFrame({"x": [3], "y": [0], "st": [-2]}, index=["y"])
+    est1, est3 = [], []
+    for seed in range(8):
+        d = gen(seed)
+        est1.append(_quiet(mlmi.impute, d, "st", m=5, maxit=1, seed=1).analyze(
+            contextual).pool().loc["b2", "estimate"])
+        est3.append(_quiet(mlmi.impute, d, "st", m=5, maxit=1, seed=1, predictor_matrix=pm3
+                           ).analyze(contextual).pool().loc["b2", "estimate"])
+    assert abs(np.mean(est3) - 1.5) < 0.15
+    assert np.mean(est1) < 1.1
+
+
+def test_arguments_naming_an_excluded_column():
+    data = _with_junk()
+    with pytest.raises(InputError, match=r"level\['patient'\]: 'patient' is left out"):
+        mlmi.mice.make_plan(data, "st", level={"patient": 2})
+    with pytest.raises(InputError, match=r"method\['x'\]: 'x' is left out .*exclude="):
+        mlmi.mice.make_plan(data, "st", exclude=["x"], method={"x": "pmm"})

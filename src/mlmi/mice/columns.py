@@ -8,7 +8,7 @@ study-level (constant within studies), or derived from others (passive imputatio
   left out of every model and kept untouched in the output; :func:`not_data` says why.
   Naming the column in ``types=`` uses it after all.
 * **Study-level.** A variable constant within every study where it is observed
-  (at least one study observing it twice) is a property of the study
+  (at least two studies observing it twice or more) is a property of the study
   (:func:`study_level_violations`), imputed once per study (``2lonly.*`` methods).
 * **Derived.** ``derived={"bmi": "weight / (height / 100) ** 2"}``: an arithmetic
   expression of other columns (:class:`Expression`), recomputed from the current

@@ -342,6 +342,11 @@ def make_plan(
     for col, why in excluded.items():
         notes.append(f"column {col!r} left out of every model and kept as it is: {why}")
     columns = [c for c in data.columns if c != cluster and c not in excluded]
+    for arg, mapping in (("method", method), ("level", level), ("random", random)):
+        for key in (mapping if isinstance(mapping, dict) else {}):
+            if key in excluded and not (fixed is not None and key == fixed.by):
+                raise InputError(
+                    f"{arg}[{key!r}]: {key!r} is left out of the models ({excluded[key]})")
     for d, expr in derived_exprs.items():
         for name in expr.inputs:
             if name not in columns and name not in derived_exprs:
