@@ -113,6 +113,8 @@ def test_identifier_date_and_row_name_columns_left_out():
     ex = imp.excluded
     assert set(ex) == {"Unnamed: 0", "patient", "visit", "when"}
     assert ex["Unnamed: 0"].startswith("row-name") and ex["patient"].startswith("identifier")
+    assert ex["patient"].startswith(
+        "identifier (text with 757 distinct values in 757 observed rows of 800")
     assert ex["visit"].startswith("date/time") and ex["when"].startswith("date/time")
     assert list(imp.predictor_matrix.columns) == ["x", "y", "st"]
     assert any("'patient' left out of every model" in n for n in imp.notes)
@@ -145,6 +147,12 @@ def test_not_data_rules():
     assert not_data(pd.Series(["a", "b"] * (n // 2), name="g")) is None
     assert not_data(pd.Series(["01/02/2020"] * n, name="d")).startswith("date/time")
     assert not_data(pd.Series(np.arange(10), name="small")) is None  # too few rows
+    rng = np.random.default_rng(1)
+    grams = pd.Series(rng.choice(np.arange(2000, 4500), 100, replace=False), name="bw")
+    assert not_data(grams) is None  # all distinct integers, but a measurement (not dense)
+    ids = pd.Series(rng.choice(np.arange(100000, 999999), 1000, replace=False), name="pid")
+    assert not_data(ids).startswith("identifier")  # sparse, but 1000 all distinct
+    assert not_data(pd.Series(np.arange(1000.0) + 0.5, name="w")) is None  # not integers
 
 
 def test_many_level_categorical_warned_before_fitting():

@@ -1,7 +1,9 @@
 """What each column is, before any model: not data (identifiers, dates, row names),
 study-level (constant within studies), or derived from others (passive imputation).
 
-* **Not data.** A column with a distinct value in (almost) every row — an identifier —,
+* **Not data.** A column with a distinct value in (almost) every row — an identifier:
+  text with >= 95% distinct values, or integers all distinct and numbered densely (range
+  at most twice the number of rows) or in 1000 rows or more —,
   a date/time column, or a row-name column (``Unnamed: 0``, written by R's
   ``write.csv`` and pandas' ``to_csv``) is no predictor: as a number it would enter
   every model as a meaningless slope, as a category as hundreds of dummy columns. It is
@@ -26,9 +28,11 @@ import pandas as pd
 
 from ..exceptions import InputError
 
-#: share of distinct values (among >= ID_MIN_ROWS observed) that makes an identifier
+#: share of distinct values (among >= ID_MIN_ROWS observed) that makes a text column an
+#: identifier; integer columns must be all distinct, and dense or this long
 ID_SHARE = 0.95
 ID_MIN_ROWS = 20
+ID_DENSE_OR_ROWS = 1000
 #: a categorical predictor with more levels than this is warned about
 MANY_LEVELS = 30
 
@@ -56,13 +60,18 @@ def not_data(col: pd.Series) -> str | None:
             return f"date/time column (text such as {str(sample.iloc[0])!r})"
     if obs.size >= ID_MIN_ROWS and not pd.api.types.is_bool_dtype(col.dtype):
         numeric = pd.api.types.is_numeric_dtype(col.dtype)
-        integer_valued = numeric and bool(np.all(np.mod(obs.to_numpy(dtype=float), 1) == 0))
-        if not numeric or integer_valued:
-            distinct = obs.nunique()
-            if distinct >= ID_SHARE * obs.size:
-                kind = "integer" if numeric else "text"
-                return (f"identifier ({kind} with {distinct} distinct values in {obs.size} "
-                        f"observed rows{'' if obs.size == n else f' of {n}'})")
+        distinct = obs.nunique()
+        where = f"{obs.size} observed rows{'' if obs.size == n else f' of {n}'}"
+        if not numeric and distinct >= ID_SHARE * obs.size:
+            return f"identifier (text with {distinct} distinct values in {where})"
+        if numeric and distinct == obs.size:
+            x = obs.to_numpy(dtype=float)
+            # integers, all distinct, and numbered densely (1..n, 1001..1800) or so many
+            # that an integer-valued measurement would repeat (birth weights in grams
+            # can be all distinct in 100 rows; they are not dense)
+            if np.all(np.mod(x, 1) == 0) and (x.max() - x.min() + 1 <= 2 * obs.size
+                                              or obs.size >= ID_DENSE_OR_ROWS):
+                return f"identifier (integers, all {distinct} distinct, in {where})"
     return None
 
 
