@@ -508,3 +508,12 @@ def test_arguments_naming_an_excluded_column():
         mlmi.mice.make_plan(data, "st", level={"patient": 2})
     with pytest.raises(InputError, match=r"method\['x'\]: 'x' is left out .*exclude="):
         mlmi.mice.make_plan(data, "st", exclude=["x"], method={"x": "pmm"})
+
+
+def test_by_group_trace_is_the_whole_datas():
+    d = _arms()
+    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
+    last = imp.chains[imp.chains["iteration"] == 2].set_index("chain")
+    vals = imp.imputations["x"]  # the final iteration's values, m x n_missing
+    np.testing.assert_allclose(last.loc[[1, 2], "mean"], vals.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(last.loc[[1, 2], "sd"], vals.std(axis=1, ddof=1), rtol=1e-10)

@@ -160,6 +160,26 @@ def _one_value_per_study(whole: Plan, var: str, full: np.ndarray, group_of: np.n
             "group with most of their members")
 
 
+def _pooled_trace(parts: list[Imputed]) -> pd.DataFrame:
+    """The trace (mean and SD of a variable's imputed values per chain and iteration) of
+    the whole data, exactly, from the groups' means, SDs and numbers of imputed values."""
+    frames = []
+    for p in parts:
+        n = {v: int(miss.sum()) for v, miss in p.plan.missing.items()}
+        frames.append(p.chains.assign(n=p.chains["variable"].map(n)))
+    long = pd.concat(frames, ignore_index=True)
+    long["sum"] = long["n"] * long["mean"]
+    long["ss"] = (long["n"] - 1).clip(lower=0) * long["sd"].fillna(0.0) ** 2 \
+        + long["n"] * long["mean"] ** 2
+    keys = ["variable", "iteration", "chain"]
+    agg = long.groupby(keys, sort=False)[["n", "sum", "ss"]].sum().reset_index()
+    agg["mean"] = agg["sum"] / agg["n"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (agg["ss"] - agg["n"] * agg["mean"] ** 2) / (agg["n"] - 1)
+    agg["sd"] = np.sqrt(var.clip(lower=0)).where(agg["n"] > 1)
+    return agg[[*keys, "mean", "sd"]]
+
+
 def _combine(whole: Plan, parts: list[Imputed], levels, positions, m: int, maxit: int,
              seed) -> Imputed:
     """One Imputed of the whole data from the groups' imputations."""
@@ -179,9 +199,7 @@ def _combine(whole: Plan, parts: list[Imputed], levels, positions, m: int, maxit
         if np.isnan(imputations[var]).any():  # a variable no group imputed
             raise MLMIError(f"{var!r}: {int(np.isnan(imputations[var][0]).sum())} missing "
                             "value(s) not imputed by any group")
-    chains = pd.concat([p.chains.assign(**{"group": g}) for p, g in zip(parts, levels,
-                                                                        strict=True)],
-                       ignore_index=True)
+    chains = _pooled_trace(parts)
     diag = pd.concat([p.diagnostics.assign(**{"group": g}) for p, g in zip(parts, levels,
                                                                            strict=True)],
                      ignore_index=True)
