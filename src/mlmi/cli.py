@@ -450,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def show(message, category, filename, lineno, file=None, line=None):
         text = " ".join(str(message).split())
+        for origin in ("mlmi.impute: ", "mlmi.impute:"):
+            text = text.removeprefix(origin)  # the command already says where
         try:
             print(f"{prefix}: warning: {text}", file=sys.stderr)
         except (OSError, ValueError):  # pragma: no cover - stderr closed

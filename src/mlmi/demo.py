@@ -147,6 +147,10 @@ def _estimate(r: pd.Series, p: str) -> str:
     return f"{r[p]:>8.3f} ({r[f'{p}_se']:.3f})"
 
 
+TERM_LABELS = {"(Intercept)": "(Intercept)  [a0]", "alcohol": "alcohol  [a1]",
+               "comorbidities": "comorbidities  [a2]"}
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -170,9 +174,11 @@ def _write_outputs(out: Path, data, miss, table, imputed, pooled, truth, plots) 
         "imputed_alcohol.png": plots.observed_vs_imputed(imputed["MLMI"], "alcohol"),
         "imputed_comorbidities.png": plots.observed_vs_imputed(imputed["MLMI"],
                                                                "comorbidities"),
+        # panels named by the model's terms, with the paper's parameter beside them
         "forest.png": plots.forest_plot(
-            {k: v.rename(index={"(Intercept)": "a0", "alcohol": "a1", "comorbidities": "a2"})
-             for k, v in pooled.items()}, truth={k: truth[k] for k in ("a0", "a1", "a2")}),
+            {k: v.rename(index=TERM_LABELS) for k, v in pooled.items()},
+            truth={TERM_LABELS[t]: truth[p] for t, p in
+                   zip(TERM_LABELS, ("a0", "a1", "a2"), strict=True)}),
     }
     for name, fig in figs.items():
         plots.save(fig, out / name)
