@@ -442,3 +442,24 @@ def test_ctrl_c_stops_parallel_chains(data, tmp_path):
     assert "Traceback" not in err and "interrupted" in err
     assert elapsed < 10, elapsed
     assert _files(tmp_path) == {"in.csv"}
+
+
+def test_a_bug_is_one_line_unless_debugging(files, monkeypatch, capsys):
+    """An unexpected exception (a bug, not a user error) is one line naming it, status 1;
+    MLMI_DEBUG=1 shows the traceback (re-raises)."""
+    import mlmi.mice
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\nwent wrong")
+
+    monkeypatch.setattr(mlmi.mice, "impute", broken)
+    argv = ["impute", str(files / "in.csv"), "--cluster", "st", "--seed", "1", "--out",
+            str(files / "o.csv"), "--quiet"]
+    monkeypatch.delenv("MLMI_DEBUG", raising=False)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "RuntimeError: something went wrong" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("MLMI_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(argv)

@@ -477,14 +477,31 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # the reader went away (| head): stop quietly, and keep Python from complaining
-        # when it flushes stdout at exit
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):  # pragma: no cover
-            pass
-        return 141
+        return _quiet_pipe()
+    except OSError as exc:  # a file or folder the system refused (permissions, disk full)
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # not a user error: a bug in mlmi. One line by default (the traceback on request)
+        if os.environ.get("MLMI_DEBUG"):
+            raise
+        print(f"{prefix}: internal error (a bug in mlmi, please report it): "
+              f"{type(exc).__name__}: {' '.join(str(exc).split())}; set MLMI_DEBUG=1 to "
+              "see the traceback", file=sys.stderr)
+        return 1
+
+
+def _quiet_pipe() -> int:
+    """The reader went away (| head): stop quietly, and keep Python from complaining
+    when it flushes stdout at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover
+        pass
+    return 141
 
 
 if __name__ == "__main__":
