@@ -101,3 +101,18 @@ def test_python_stdin(tmp_path):
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "IMPUTE-SAME True" in res.stdout
+
+
+def test_dask_local_cluster_from_a_plain_script_says_what_to_change(tmp_path):
+    """Dask's own worker processes would re-run a guard-less script: mlmi stops at once
+    with a message naming the script and the fix, and writes nothing."""
+    script = tmp_path / "sim.py"
+    script.write_text("from mlmi import simulation as sim\n"
+                      f"sim.run(sim.scenarios('tiny')[:1], 1, {str(tmp_path / 'out')!r}, "
+                      "scheduler='local', progress=False)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert res.returncode != 0
+    assert "InputError" in res.stderr and str(script) in res.stderr
+    assert 'if __name__ == "__main__":' in res.stderr and "scheduler=None" in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -107,6 +107,26 @@ def _context():
     return _Context()
 
 
+def main_without_guard() -> str | None:
+    """The path of the running script if it has no ``if __name__ == "__main__":`` guard
+    (None for a guarded script, a notebook, ``python -`` or ``python -c``). Worker
+    processes that Dask starts re-run such a script."""
+    import re
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            source = fh.read()
+    except OSError:
+        return None
+    guard = re.search(r"__name__\s*==\s*['\"]__main__['\"]|['\"]__main__['\"]\s*==\s*__name__",
+                      source)
+    return None if guard else path
+
+
 @contextlib.contextmanager
 def process_pool(workers: int) -> Iterator:
     """A ``ProcessPoolExecutor`` of ``workers`` processes (see the module docstring).

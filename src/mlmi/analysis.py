@@ -238,7 +238,7 @@ class MultipleResults:
                              level=level)
         cols = ["estimate", "std_error", "df", "riv", "fmi", "conf_low", "conf_high",
                 "p_value", "ubar", "b", "t", "lambda"]
-        return table[cols].rename_axis("term")
+        return FullTable(table[cols].rename_axis("term"))
 
 
 def _estimates_of(result, index: int) -> tuple[list[str], np.ndarray, np.ndarray, float | None]:

@@ -191,6 +191,17 @@ def run(
         from ..mice import _check_scheduler
 
         _check_scheduler(scheduler)  # a typo must not wait for the first task
+    if scheduler == "local":
+        from .._workers import main_without_guard
+
+        script = main_without_guard()
+        if script is not None:
+            raise InputError(
+                f"scheduler='local' starts Dask worker processes, which re-run {script} "
+                "from the top because it has no `if __name__ == \"__main__\":` guard; put "
+                "the script's code under that guard, or use scheduler=None (mlmi's own "
+                "local processes, which need no guard)")
+
     scenarios = list(scenarios)
     for s in scenarios:
         validate(s)
