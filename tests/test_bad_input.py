@@ -382,8 +382,9 @@ def test_results_print_in_full(imputed):
 
 def test_broken_pipe_is_quiet(files):
     long = files / "long.csv"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered
     proc = subprocess.Popen([sys.executable, "-m", "mlmi", "pool", str(long), *POOL_F],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # the reader is gone before the first line (| head -0)
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)

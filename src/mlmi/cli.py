@@ -468,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not kernels_cached():
                     print("mlmi: compiling the numerical kernels (first run only, about 20 s)",
                           file=sys.stderr)
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not as a warning at exit
+            return code
     except MLMIError as exc:
         print(f"{prefix}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
