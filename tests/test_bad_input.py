@@ -329,6 +329,7 @@ def test_warnings_name_studies_by_label_and_print_as_one_line(tmp_path, capsys):
 def test_seed_drawn_printed_and_stored(data, tmp_path, capsys):
     imp = mlmi.impute(data, "st", m=2, maxit=1)
     assert isinstance(imp.seed, int)
+    assert imp.diagnostics.attrs["seed"] == imp.seed
     assert any(f"seed={imp.seed}" in note for note in imp.notes)
     again = mlmi.impute(data, "st", m=2, maxit=1, seed=imp.seed)
     np.testing.assert_array_equal(imp.imputations["x1"], again.imputations["x1"])

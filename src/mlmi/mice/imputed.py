@@ -33,7 +33,9 @@ class Imputed:
     diagnostics : one row per univariate call — variable, iteration, chain, method,
         numbers of sporadic and systematic studies, sampler proposals, acceptances,
         acceptance rate, bound exceedances and fallbacks, whether Psi-hat had to be
-        floored, whether the model fit converged or was singular, its warnings.
+        floored, whether the model fit converged or was singular, its warnings; the
+        run's seed is in ``diagnostics.attrs["seed"]`` (and a column of the file
+        ``mlmi impute`` writes).
     notes : things decided at set-up that a user should know (dummy coding, studies
         with one participant).
     """
@@ -45,6 +47,9 @@ class Imputed:
     imputations: dict[str, np.ndarray] = field(repr=False)
     chains: pd.DataFrame = field(repr=False)
     diagnostics: pd.DataFrame = field(repr=False)
+
+    def __post_init__(self) -> None:
+        self.diagnostics.attrs["seed"] = self.seed
 
     # ------------------------------------------------------------------ views
     @property
