@@ -517,3 +517,17 @@ def test_by_group_trace_is_the_whole_datas():
     vals = imp.imputations["x"]  # the final iteration's values, m x n_missing
     np.testing.assert_allclose(last.loc[[1, 2], "mean"], vals.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(last.loc[[1, 2], "sd"], vals.std(axis=1, ddof=1), rtol=1e-10)
+
+
+def test_by_group_study_level_value_observed_in_another_arm_wins():
+    d = _arms(K=12)
+    d["size"] = 100.0 + 10 * d["st"]
+    d.loc[d["st"] < 3, "size"] = np.nan  # unknown in studies 0-2
+    d.loc[(d["st"] == 4) & (d["treat"] == 1), "size"] = np.nan  # known from arm 0 only
+    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=1, seed=2, by="treat")
+    assert imp.study_level == ["size"]
+    for i in (1, 2):
+        done = imp.complete(i)
+        assert (done.groupby("st")["size"].nunique() == 1).all()
+        assert (done.loc[done["st"] == 4, "size"] == 140.0).all()
+    assert any("take the value drawn in the group with most" in n for n in imp.notes)

@@ -19,10 +19,15 @@ class Imputed:
     ----------
     m : number of imputations (independent chains).
     maxit : iterations per chain.
-    methods : imputation method per incomplete variable ("" = left missing).
+    methods : imputation method per incomplete variable ("" = left missing,
+        "~expression" = derived).
     types : the type of every variable (binary, count, continuous, categorical).
     predictor_matrix : roles of the predictors of each imputed variable (mice's codes:
-        -2 the study, 1 fixed effect, 2 fixed effect and random slope, 0 not used).
+        -2 the study, 1 fixed effect, 2 fixed effect and random slope, 3 fixed effects
+        of the variable and its study mean, 0 not used).
+    excluded : columns left out of every model (identifiers, dates, row names,
+        ``exclude=``, the ``by=`` column), with the reason.
+    study_level : the study-level variables (one value per study).
     visit_sequence : order in which variables are imputed within an iteration.
     sampler : how random effects of sporadically missing studies were drawn.
     seed : the seed every random draw was derived from (drawn when none was given).
@@ -30,7 +35,8 @@ class Imputed:
         binary variables), in row order of the missing entries.
     chains : mean and SD of the imputed values of each variable per iteration and
         chain (long format) — for convergence (trace) plots.
-    diagnostics : one row per univariate call — variable, iteration, chain, method,
+    diagnostics : one row per univariate call (with ``by=``, a ``group`` column) —
+        variable, iteration, chain, method,
         numbers of sporadic and systematic studies, sampler proposals, acceptances,
         acceptance rate, bound exceedances and fallbacks, whether Psi-hat had to be
         floored, whether the model fit converged or was singular, its warnings; the
