@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -325,7 +326,12 @@ def _run_chains_dask(plan: Plan, seeds, maxit: int, scheduler, bar: Progress
         per_chain = maxit * len(plan.visit_sequence)
         for f in futures:
             f.add_done_callback(lambda f: _advance(bar, f, per_chain))
-        return client.gather(futures)
+        try:
+            return client.gather(futures)
+        except BaseException:  # Ctrl-C or an error: do not leave chains running
+            with contextlib.suppress(Exception):
+                client.cancel(futures)
+            raise
     finally:
         if own:
             client.close()
