@@ -40,11 +40,12 @@ from scipy.stats import multivariate_normal
 from mlmi.glmm import fit_arrays
 from mlmi.glmm.agq import agq_objective, gauss_hermite_rule
 from mlmi.glmm.design import make_design
-from mlmi.glmm.families import BINOMIAL, POISSON
+from mlmi.glmm.families import binomial, poisson
 from mlmi.glmm.laplace import laplace_objective
 from mlmi.glmm.lmm import cross_products, lmm_profiled
 
-FAM_CODE = {"binomial": BINOMIAL, "poisson": POISSON}
+FAM_CODE = {"binomial": binomial.CODE, "poisson": poisson.CODE}
+NO_EXTRA = np.zeros(0)
 LAPLACE_TOL_CLUSTER = 2e-8  # per cluster: the engine's Newton stopping rule (module docstring)
 
 
@@ -67,7 +68,7 @@ def _engine_laplace(fam, y, X, W, starts, beta, lam, u=None, want_grad=False):
     grad = np.zeros(npar)
     value, failed = _kernel(
         laplace_objective, beta=np.asarray(beta, float), lam=lam, y=y, X=X, W=W,
-        starts=starts, fam=FAM_CODE[fam], u=u, grad=grad, want_grad=want_grad,
+        starts=starts, fam=FAM_CODE[fam], extra=NO_EXTRA, u=u, grad=grad, want_grad=want_grad,
         jac=np.zeros((k, q, npar)), dpar=np.zeros(npar),
     )
     assert failed == 0
@@ -78,7 +79,8 @@ def _engine_agq(y, X, W, starts, beta, lam, nagq):
     nodes, logw = gauss_hermite_rule(nagq, W.shape[1])
     value, failed = _kernel(
         agq_objective, beta=np.asarray(beta, float), lam=lam, y=y, X=X, W=W, starts=starts,
-        fam=BINOMIAL, u=np.zeros((len(starts) - 1, W.shape[1])), nodes=nodes, logw=logw,
+        fam=binomial.CODE, extra=NO_EXTRA, u=np.zeros((len(starts) - 1, W.shape[1])),
+        nodes=nodes, logw=logw,
     )
     assert failed == 0
     return float(value)
@@ -606,13 +608,13 @@ def test_agq_fit_against_brute_force(agq_data, design):
 def test_agq_reports_modes_that_did_not_converge(agq_data, monkeypatch):
     """A cluster whose mode fails in the AGQ objective is counted and reported like the
     Laplace fit's (it used to be dropped silently): the kernel is wrapped to report one."""
-    import mlmi.glmm.agq as agq
+    import mlmi.glmm.fit as fit_module
 
     y, X, W, g, _ = agq_data
     assert not [w for w in fit_arrays(y, X, W, g, "binomial", nagq=7).warnings
                 if "did not converge" in w.message]
-    real = agq.agq_objective
-    monkeypatch.setattr(agq, "agq_objective", lambda *a: (real(*a)[0], 1))
+    real = fit_module.agq_objective
+    monkeypatch.setattr(fit_module, "agq_objective", lambda *a: (real(*a)[0], 1))
     fit = fit_arrays(y, X, W, g, "binomial", nagq=7)
     assert not fit.converged
     assert [w for w in fit.warnings

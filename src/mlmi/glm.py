@@ -11,10 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
-from .glmm.families import BINOMIAL, GAUSSIAN, POISSON, Family, get_family
-
-# |eta| beyond this makes a fitted probability numerically 0 or 1 (as R's glm warns)
-_ETA_SEPARATION = 15.0
+from .glmm.families import Family, get_family
 
 
 @dataclass
@@ -64,7 +61,7 @@ def fit_glm(
     p = X.shape[1]
     fw = np.ones(y.shape[0]) if weights is None else np.asarray(weights, dtype=float)
     n = round(fw.sum())
-    if fam.code == GAUSSIAN:
+    if fam.fitter == "lmm":
         xtx = X.T @ (X * fw[:, None]) + ridge * np.eye(p)
         cf = cho_factor(xtx)
         beta = cho_solve(cf, X.T @ (fw * y))
@@ -75,19 +72,13 @@ def fit_glm(
         cov = sigma2 * cho_solve(cf, np.eye(p))
         return GLMFit(beta, cov, float(np.sqrt(sigma2)), n - p, True, False, 1, rss)
     # start as R does: mu from y shrunk away from the boundary
-    if fam.code == BINOMIAL:
-        mu = (y + 0.5) / 2.0
-        eta = np.log(mu / (1 - mu))
-    else:
-        mu = y + 0.1
-        eta = np.log(mu)
+    mu, eta = fam.irls_start(y)
     dev_old = np.inf
     beta = np.zeros(p)
     converged = False
     n_iter = 0
     for n_iter in range(1, maxit + 1):  # noqa: B007 (reported below)
-        w = mu * (1 - mu) if fam.code == BINOMIAL else mu
-        w = np.maximum(w, 1e-12)
+        w = np.maximum(fam.irls_weights(mu), 1e-12)
         z = eta + (y - mu) / w
         xw = X * (w * fw)[:, None]
         try:
@@ -102,14 +93,12 @@ def fit_glm(
             converged = True
             break
         dev_old = dev
-    w = mu * (1 - mu) if fam.code == BINOMIAL else mu
+    w = fam.irls_weights(mu)
     info = X.T @ (X * (np.maximum(w, 1e-300) * fw)[:, None]) + ridge * np.eye(p)
     try:
         cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         cov = np.full((p, p), np.inf)
-    separated = bool(fam.code == BINOMIAL and np.any(np.abs(eta) > _ETA_SEPARATION))
-    if fam.code == POISSON:
-        separated = False
+    separated = fam.separated(eta)
     dev = -2.0 * float(fw @ fam.loglik(y, eta))
     return GLMFit(beta, cov, 1.0, n - p, converged, separated, n_iter, dev)

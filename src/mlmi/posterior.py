@@ -11,7 +11,7 @@ the b's their zero). Samplers (``method``):
 
 ``"exact"`` (default)
     Accept–reject with a multivariate-t envelope, exact for any (beta, Psi) and data.
-    Centre: the conditional mode u_hat (Newton, :func:`mlmi.glmm.laplace._cluster_mode`);
+    Centre: the conditional mode u_hat (Newton, :func:`mlmi.glmm.laplace.cluster_mode`);
     scale matrix ``C_SCALE * H^{-1}``, H = I + sum_j d_j z_j z_j' the curvature of
     -log p(u | y) at the mode (z_j = Lambda' w_j, d_j = Var(y_j | eta_j));
     ``NU_T`` degrees of freedom. In whitened coordinates t = L_H'(u - u_hat)/sqrt(c)
@@ -115,8 +115,9 @@ from numba import njit
 
 from .exceptions import InputError
 from .glmm._linalg import chol_inplace, chol_solve
-from .glmm.families import GAUSSIAN, Family, get_family
-from .glmm.laplace import _cluster_mode, _moments, cluster_loglik
+from .glmm.families import Family, get_family
+from .glmm.families.kernels import row_fourth, row_moments
+from .glmm.laplace import cluster_loglik, cluster_mode
 
 __all__ = ["METHODS", "SamplerStats", "draw_many", "draw_random_effects"]
 
@@ -192,7 +193,7 @@ class SamplerStats:
 
 
 @njit(cache=True, error_model="numpy")
-def _curvature(fam, y, wt, xb, Z, a, b, u, H):
+def _curvature(fam, y, wt, xb, Z, a, b, u, H, extra):
     """H = I + sum_j d_j z_j z_j' at u, Cholesky-factored in place; returns sum wt*ll."""
     q = u.shape[0]
     for r in range(q):
@@ -203,7 +204,7 @@ def _curvature(fam, y, wt, xb, Z, a, b, u, H):
         eta = xb[j]
         for r in range(q):
             eta += Z[j, r] * u[r]
-        ll, _, dj, _ = _moments(fam, y[j], eta)
+        ll, _, dj, _ = row_moments(fam, y[j], eta, extra)
         s += wt[j] * ll
         dj *= wt[j]
         for r in range(q):
@@ -217,7 +218,7 @@ def _curvature(fam, y, wt, xb, Z, a, b, u, H):
 
 
 @njit(cache=True, error_model="numpy")
-def _modes(fam, y, wt, xb, Z, starts, U, L, llmode, mu, d, dd):
+def _modes(fam, y, wt, xb, Z, starts, U, L, llmode, g1, d, dd, extra):
     """Conditional mode U[i], Cholesky factor L[i] of H at the mode and the study's
     log-likelihood llmode[i] there, for every study. Returns the number of studies
     whose Newton iterations did not converge (their U[i] is the last iterate, and L, ll
@@ -230,7 +231,7 @@ def _modes(fam, y, wt, xb, Z, starts, U, L, llmode, mu, d, dd):
         ui = U[i]
         for r in range(q):
             ui[r] = 0.0
-        obj, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, L[i], mu, d, dd)
+        obj, ok = cluster_mode(fam, y, wt, xb, Z, a, b, ui, L[i], g1, d, dd, extra)
         if ok:
             s = 0.0
             for r in range(q):
@@ -238,12 +239,12 @@ def _modes(fam, y, wt, xb, Z, starts, U, L, llmode, mu, d, dd):
             llmode[i] = 0.5 * s - obj
         else:
             failed += 1
-            llmode[i] = _curvature(fam, y, wt, xb, Z, a, b, ui, L[i])
+            llmode[i] = _curvature(fam, y, wt, xb, Z, a, b, ui, L[i], extra)
     return failed
 
 
 @njit(cache=True, error_model="numpy")
-def _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, g, N, v):
+def _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, g, N, v, extra):
     """r(t) (see the module docstring), its gradient g and minus its Hessian N."""
     q = t.shape[0]
     for r in range(q):
@@ -255,10 +256,10 @@ def _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, g, N, v):
         eta = eta0[j]
         for r in range(q):
             eta += Zt[j, r] * t[r]
-        ll, m, dj, _ = _moments(fam, y[j], eta)
+        ll, gj, dj, _ = row_moments(fam, y[j], eta, extra)
         wj = wt[j]
         s += wj * ll
-        e = wj * (y[j] - m)
+        e = wj * gj
         dj *= wj
         for r in range(q):
             g[r] += e * Zt[j, r]
@@ -289,7 +290,7 @@ def _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, g, N, v):
 
 
 @njit(cache=True, error_model="numpy")
-def _r_value(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, t):
+def _r_value(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, t, extra):
     """r(t) alone: one pass over the study's rows."""
     q = t.shape[0]
     prior = 0.0
@@ -300,12 +301,12 @@ def _r_value(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, t):
             acc += B[r, c] * t[c]
         prior += acc * acc - uhat[r] * uhat[r]
         tt += t[r] * t[r]
-    ll = cluster_loglik(fam, y, wt, eta0, Zt, a, b, t)
+    ll = cluster_loglik(fam, y, wt, eta0, Zt, a, b, t, extra)
     return ll - ll0 - 0.5 * prior + 0.5 * (nu + q) * np.log1p(tt / nu)
 
 
 @njit(cache=True, error_model="numpy")
-def _maximise_r(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t):
+def _maximise_r(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, extra):
     """Newton ascent of r from ``t`` (overwritten), with Levenberg damping where r is not
     concave and step halving. Returns (an upper estimate of the local maximum — the
     largest r evaluated plus the last Newton decrement when converged —, passes)."""
@@ -318,7 +319,7 @@ def _maximise_r(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t):
     tn = np.empty(q)
     gn = np.empty(q)
     Nn = np.empty((q, q))
-    val = _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, g, N, v)
+    val = _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, g, N, v, extra)
     passes = 1
     best = val
     margin = 0.0
@@ -350,7 +351,8 @@ def _maximise_r(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t):
         while step > 1e-6:
             for r in range(q):
                 tn[r] = t[r] + step * s[r]
-            valn = _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, tn, gn, Nn, v)
+            valn = _r_derivs(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, tn, gn, Nn, v,
+                             extra)
             passes += 1
             if valn > best:
                 best = valn
@@ -400,7 +402,7 @@ def _model_ray(a3, a4, c, nu, q):
 
 @njit(cache=True, error_model="numpy")
 def _envelopes(fam, y, wt, xb, Z, starts, U, L, llmode, d, dd, nu, c, screen, dirs, near_cos,
-               sdirs, snear, radii, i3, m3, i4, m4, eta0, Zt, B, logM):
+               sdirs, snear, radii, i3, m3, i4, m4, eta0, Zt, B, logM, extra):
     """For every study: the whitened design (eta0 = xb + Z u_hat, Zt_j = sqrt(c) L^{-1} z_j),
     B = sqrt(c) L^{-T} (so u = u_hat + B t) and the bound logM = max_t r(t).
 
@@ -470,10 +472,10 @@ def _envelopes(fam, y, wt, xb, Z, starts, U, L, llmode, d, dd, nu, c, screen, di
                 for m in range(r + 1):
                     acc += Linv[r, m] * Z[j, m]
                 Zt[j, r] = sc * acc
-            # third/fourth derivatives of log p(y | eta): -d' and -d''
-            # (d'' = d - 6 d² for the logit link, = mu for the log link)
+            # third/fourth derivatives of log p(y | eta): -d' and -d'' (the family's g3
+            # and g4, see glmm/families/_base.py)
             w3 = -wt[j] * dd[j]
-            w4 = -wt[j] * (d[j] - 6.0 * d[j] * d[j] if fam == 1 else d[j])
+            w4 = -wt[j] * row_fourth(fam, y[j], eta, d[j], dd[j], extra)
             for m in range(i3.shape[0]):
                 T3[m] += w3 * Zt[j, i3[m, 0]] * Zt[j, i3[m, 1]] * Zt[j, i3[m, 2]]
             for m in range(i4.shape[0]):
@@ -511,7 +513,8 @@ def _envelopes(fam, y, wt, xb, Z, starts, U, L, llmode, d, dd, nu, c, screen, di
                 break
             for r in range(q):
                 t[r] = drho[s] * dirs[s, r]
-            val, p_ = _maximise_r(fam, y, wt, eta0, Zt, a, b, llmode[i], ui, Bi, BtB, nu, t)
+            val, p_ = _maximise_r(fam, y, wt, eta0, Zt, a, b, llmode[i], ui, Bi, BtB, nu, t,
+                                  extra)
             passes += p_
             if val > best:
                 best = val
@@ -529,7 +532,7 @@ def _envelopes(fam, y, wt, xb, Z, starts, U, L, llmode, d, dd, nu, c, screen, di
                     for r in range(q):
                         t[r] = radii[m] * sdirs[s, r]
                     sval[s * nr + m] = _r_value(fam, y, wt, eta0, Zt, a, b, llmode[i], ui,
-                                                Bi, nu, t)
+                                                Bi, nu, t, extra)
             passes += ns
             order = np.argsort(-sval)
             picked = 0
@@ -546,7 +549,7 @@ def _envelopes(fam, y, wt, xb, Z, starts, U, L, llmode, d, dd, nu, c, screen, di
                 for r in range(q):
                     t[r] = radii[order[o] % nr] * sdirs[s, r]
                 val, p_ = _maximise_r(fam, y, wt, eta0, Zt, a, b, llmode[i], ui, Bi, BtB,
-                                      nu, t)
+                                      nu, t, extra)
                 passes += p_
                 if val > best:
                     best = val
@@ -557,7 +560,8 @@ def _envelopes(fam, y, wt, xb, Z, starts, U, L, llmode, d, dd, nu, c, screen, di
 
 
 @njit(cache=True, error_model="numpy")
-def _exact_run(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, logM, i, T, logu, out, filled):
+def _exact_run(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, logM, i, T, logu, out, filled,
+               extra):
     """Accept–reject for study i over proposals T (m × q, t-coordinates) with log-uniforms
     ``logu``: accepted u = u_hat + B t go to out[filled], out[filled + 1], ... until
     ``out`` is full. Returns (filled, proposals used, bound exceedances)."""
@@ -570,7 +574,7 @@ def _exact_run(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, logM, i, T, logu, o
             break
         t = T[m]
         used += 1
-        r = _r_value(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, t)
+        r = _r_value(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, t, extra)
         if r > logM[i]:
             exceeded += 1
             logM[i] = r
@@ -585,7 +589,8 @@ def _exact_run(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, nu, logM, i, T, logu, o
 
 
 @njit(cache=True, error_model="numpy")
-def _exact_many(fam, y, wt, eta0, Zt, starts, llmode, U, B, nu, logM, todo, T, logu, out, done):
+def _exact_many(fam, y, wt, eta0, Zt, starts, llmode, U, B, nu, logM, todo, T, logu, out, done,
+                extra):
     """One batch of proposals (T[s], logu[s]) for each study todo[s]; returns
     (proposals, accepted, exceeded)."""
     used = 0
@@ -595,7 +600,7 @@ def _exact_many(fam, y, wt, eta0, Zt, starts, llmode, U, B, nu, logM, todo, T, l
         i = todo[s]
         a, b = starts[i], starts[i + 1]
         filled, u_, e_ = _exact_run(fam, y, wt, eta0, Zt, a, b, llmode[i], U[i], B[i], nu,
-                                    logM, i, T[s], logu[s], out[i:i + 1], 0)
+                                    logM, i, T[s], logu[s], out[i:i + 1], 0, extra)
         used += u_
         exc += e_
         if filled == 1:
@@ -605,7 +610,7 @@ def _exact_many(fam, y, wt, eta0, Zt, starts, llmode, U, B, nu, logM, todo, T, l
 
 
 @njit(cache=True, error_model="numpy")
-def _prior_ar_run(fam, y, wt, xb, Z, a, b, llmax, cap, P, logu, out, filled, tries):
+def _prior_ar_run(fam, y, wt, xb, Z, a, b, llmax, cap, P, logu, out, filled, tries, extra):
     """The paper's sampler for one study over prior proposals P (m × q, u-coordinates):
     accept if log U <= log L(u) - llmax; after ``cap`` proposals for one draw keep the
     last one. Returns (filled, tries of the current draw, used, accepted, exceeded,
@@ -622,7 +627,7 @@ def _prior_ar_run(fam, y, wt, xb, Z, a, b, llmax, cap, P, logu, out, filled, tri
         u = P[m]
         used += 1
         tries += 1
-        lr = cluster_loglik(fam, y, wt, xb, Z, a, b, u) - llmax
+        lr = cluster_loglik(fam, y, wt, xb, Z, a, b, u, extra) - llmax
         if lr > 0.0:
             exceeded += 1
         keep = logu[m] <= lr
@@ -640,7 +645,8 @@ def _prior_ar_run(fam, y, wt, xb, Z, a, b, llmax, cap, P, logu, out, filled, tri
 
 
 @njit(cache=True, error_model="numpy")
-def _prior_ar_many(fam, y, wt, xb, Z, starts, llmode, cap, todo, P, logu, out, done, tries):
+def _prior_ar_many(fam, y, wt, xb, Z, starts, llmode, cap, todo, P, logu, out, done, tries,
+                   extra):
     """One batch of prior proposals for each study todo[s]; returns
     (proposals, accepted, exceeded, fallbacks)."""
     tot = np.zeros(4, dtype=np.int64)
@@ -648,7 +654,8 @@ def _prior_ar_many(fam, y, wt, xb, Z, starts, llmode, cap, todo, P, logu, out, d
         i = todo[s]
         a, b = starts[i], starts[i + 1]
         filled, tr, u_, ac, ex, fb = _prior_ar_run(fam, y, wt, xb, Z, a, b, llmode[i], cap,
-                                                   P[s], logu[s], out[i:i + 1], 0, tries[i])
+                                                   P[s], logu[s], out[i:i + 1], 0, tries[i],
+                                                   extra)
         tries[i] = tr
         if filled == 1:
             done[i] = True
@@ -835,16 +842,8 @@ def _check_arrays(fam: Family, y, X, W, beta, starts=None):
 
 
 def _check_response(fam: Family, y: np.ndarray) -> None:
-    """Cheap vectorised check; the family's own validator writes the message."""
-    if fam.code == GAUSSIAN:
-        ok = bool(np.all(np.isfinite(y)))
-    elif fam.code == 1:
-        ok = bool(np.all((y == 0.0) | (y == 1.0)))
-    else:
-        ok = bool(np.all(y >= 0.0)) and bool(np.all(y == np.floor(y)))
-    if not ok:
-        fam.validate_response(y)
-        raise InputError("y is not a valid response for family " + fam.name)
+    """The family's own validator (it writes the message)."""
+    fam.validate_response(y)
 
 
 def _check_common(method, rng, sigma, fam):
@@ -853,7 +852,7 @@ def _check_common(method, rng, sigma, fam):
     if not isinstance(rng, np.random.Generator):
         raise InputError(
             f"rng must be a numpy.random.Generator (np.random.default_rng(seed)); got {type(rng)}")
-    if fam.code == GAUSSIAN:
+    if fam.fitter == "lmm":
         if sigma is None:
             raise InputError("family='gaussian' needs sigma (the residual SD)")
         sigma = float(sigma)
@@ -910,7 +909,7 @@ class _Study:
     """The kernels' arrays for a set of studies (rows sorted by study), with identical
     rows of a study merged into weighted rows when that removes at least 1/4 of them."""
 
-    def __init__(self, fam, y, X, W, starts, beta, lam, merge=True):
+    def __init__(self, fam, y, X, W, starts, beta, lam, merge=True, extra=None):
         n = y.shape[0]
         wt = None
         if merge and n >= 16:
@@ -921,6 +920,7 @@ class _Study:
                 y, X, W, starts, wt = y[keep], X[keep], W[keep], new_starts, w
         self.fam = fam
         self.code = np.int64(fam.code)
+        self.extra = np.zeros(0) if extra is None else np.ascontiguousarray(extra, dtype=float)
         self.y = y
         self.wt = np.ones(y.shape[0]) if wt is None else wt
         self.xb = X @ beta
@@ -935,9 +935,9 @@ class _Study:
         self.U = np.zeros((k, q))
         self.L = np.zeros((k, q, q))
         self.llmode = np.zeros(k)
-        self.mu, self.d, self.dd = np.empty(n), np.empty(n), np.empty(n)
+        self.g1, self.d, self.dd = np.empty(n), np.empty(n), np.empty(n)
         failed = _modes(self.code, self.y, self.wt, self.xb, self.Z, self.starts, self.U,
-                        self.L, self.llmode, self.mu, self.d, self.dd)
+                        self.L, self.llmode, self.g1, self.d, self.dd, self.extra)
         if stats is not None:
             stats.mode_failures += int(failed)
 
@@ -950,7 +950,7 @@ class _Study:
         self.bound_passes = _envelopes(
             self.code, self.y, self.wt, self.xb, self.Z, self.starts, self.U, self.L,
             self.llmode, self.d, self.dd, NU_T, C_SCALE, SCREEN, *_taylor_tables(q),
-            self.eta0, self.Zt, self.B, self.logM)
+            self.eta0, self.Zt, self.B, self.logM, self.extra)
 
     def gaussian(self, sigma):
         self.U = np.zeros((self.k, self.q))
@@ -979,6 +979,7 @@ def draw_random_effects(
     sigma: float | None = None,
     *,
     stats: SamplerStats | None = None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draws of one study's random effects b from their posterior given its rows.
 
@@ -996,6 +997,8 @@ def draw_random_effects(
         docstring. For gaussian the first three all draw from the closed-form posterior.
     sigma : residual SD (gaussian only).
     stats : :class:`SamplerStats` updated in place (optional).
+    extra : the family's own parameters on their natural scale
+        (``GLMMResult.family_params``: NB theta, ordinal thresholds); empty otherwise.
 
     Returns
     -------
@@ -1011,7 +1014,7 @@ def draw_random_effects(
     if method == "marginal":
         _count_direct(stats, size)
         return rng.standard_normal((size, lam.shape[0])) @ lam.T
-    st = _Study(fam, y, X, W, np.array([0, n], dtype=np.int64), beta, lam)
+    st = _Study(fam, y, X, W, np.array([0, n], dtype=np.int64), beta, lam, extra=extra)
     u = _draw_one_study(st, int(size), rng, method, sigma, stats)
     return u @ lam.T
 
@@ -1019,8 +1022,8 @@ def draw_random_effects(
 def _draw_one_study(st: _Study, size, rng, method, sigma, stats):
     q = st.q
     idx = np.zeros(size, dtype=np.int64)
-    if st.fam.code == GAUSSIAN or method == "laplace":
-        if st.fam.code == GAUSSIAN:
+    if st.fam.fitter == "lmm" or method == "laplace":
+        if st.fam.fitter == "lmm":
             st.gaussian(sigma)
         else:
             st.modes(stats)
@@ -1039,7 +1042,7 @@ def _draw_one_study(st: _Study, size, rng, method, sigma, stats):
             T, logu = _t_proposals(rng, (m,), q)
             filled, u_, e_ = _exact_run(st.code, st.y, st.wt, st.eta0, st.Zt, 0, st.y.shape[0],
                                         st.llmode[0], st.U[0], st.B[0], NU_T, st.logM, 0, T,
-                                        logu, out, filled)
+                                        logu, out, filled, st.extra)
             used += u_
             exceeded += e_
             rate = max(filled / used, 1e-3)
@@ -1065,7 +1068,7 @@ def _draw_one_study(st: _Study, size, rng, method, sigma, stats):
         logu = np.log(rng.random(m))
         filled, tries, u_, ac, ex, fb = _prior_ar_run(st.code, st.y, st.wt, st.xb, st.Z, 0, n,
                                                       st.llmode[0], PRIOR_AR_CAP, P, logu, out,
-                                                      filled, tries)
+                                                      filled, tries, st.extra)
         tot += (u_, ac, ex, fb)
         rate = max(filled / tot[0], 1.0 / PRIOR_AR_CAP)
         m = min(int(np.ceil((size - filled) / rate * 1.05)) + 8, 1 << 20)
@@ -1091,6 +1094,7 @@ def draw_many(
     method: str = "exact",
     sigma: float | None = None,
     stats: SamplerStats | None = None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """One posterior draw of b for each of k studies (the imputation loop's entry point).
 
@@ -1110,10 +1114,10 @@ def draw_many(
         return rng.standard_normal((k, q)) @ lam.T
     if k == 0:
         return np.zeros((0, q))
-    st = _Study(fam, y, X, W, starts, beta, lam)
+    st = _Study(fam, y, X, W, starts, beta, lam, extra=extra)
     idx = np.arange(k, dtype=np.int64)
-    if fam.code == GAUSSIAN or method == "laplace":
-        if fam.code == GAUSSIAN:
+    if fam.fitter == "lmm" or method == "laplace":
+        if fam.fitter == "lmm":
             st.gaussian(sigma)
         else:
             st.modes(stats)
@@ -1133,7 +1137,7 @@ def draw_many(
         while todo.shape[0]:
             T, logu = _t_proposals(rng, (todo.shape[0], m), q)
             tot += _exact_many(st.code, st.y, st.wt, st.eta0, st.Zt, st.starts, st.llmode,
-                               st.U, st.B, NU_T, st.logM, todo, T, logu, out, done)
+                               st.U, st.B, NU_T, st.logM, todo, T, logu, out, done, st.extra)
             todo = idx[~done]
             total_m += m
             if total_m > EXACT_CAP and todo.shape[0]:
@@ -1157,7 +1161,7 @@ def draw_many(
         P = rng.standard_normal((todo.shape[0], m, q))
         logu = np.log(rng.random((todo.shape[0], m)))
         tot += _prior_ar_many(st.code, st.y, st.wt, st.xb, st.Z, st.starts, st.llmode,
-                              PRIOR_AR_CAP, todo, P, logu, out, done, tries)
+                              PRIOR_AR_CAP, todo, P, logu, out, done, tries, st.extra)
         todo = idx[~done]
         total_m += m
         m *= 4

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import InputError
-from .families import BINOMIAL, Family, get_family
+from .families import Family, get_family
 from .fit import Start, fit_arrays
 from .formula import parse_formula
 from .result import GLMMResult
@@ -34,8 +34,13 @@ def fit_glmm(
     data : the data; it is not modified. Every column the formula uses must be
         complete — subset the rows first (``data.dropna(subset=...)``).
     family : ``"gaussian"`` (linear mixed model), ``"binomial"`` (logistic; the response
-        may be 0/1, bool or a two-level categorical whose second level is the event) or
-        ``"poisson"`` (log link; non-negative integer counts).
+        may be 0/1, bool or a two-level categorical whose second level is the event),
+        ``"poisson"`` (log link; non-negative integer counts), ``"negbin"`` (NB2 counts,
+        Var = mu + mu²/theta with theta estimated; ``result.nb_theta``), ``"ordinal"``
+        (cumulative logit as ``ordinal::clmm``: an ordered categorical or integer codes;
+        the formula's intercept is replaced by the thresholds, ``result.thresholds``) or
+        ``"multinomial"`` (baseline-category logit, first level the reference; fixed
+        effects and random effects named ``"<level>:<term>"``).
     reml : gaussian only: restricted maximum likelihood (lme4's default for ``lmer``);
         the default here is ML, which is what a likelihood comparison needs.
     nagq : 1 = Laplace approximation (``glmer``'s default, ``nAGQ = 1``); > 1 = adaptive
@@ -68,7 +73,7 @@ def fit_glmm(
         )
     for var in terms.variables:
         _check_column(data[var], var, terms.variables)
-    y = _response(data[terms.response], fam, terms.response)
+    y, levels = fam.encode(data[terms.response], terms.response)
     terms.learn_levels(data)
     X, W, groups = terms.model_arrays(data)
     # a named Series, so that the design's checks name the grouping column
@@ -77,6 +82,7 @@ def fit_glmm(
         y, X, W, groups, fam, reml=reml, nagq=nagq, start=start,
         x_names=terms.x_names, w_names=terms.w_names, vcov=vcov, maxiter=maxiter,
     )
+    result.levels = levels
     result.formula = terms.formula
     result.response = terms.response
     result.group = terms.group
@@ -105,26 +111,3 @@ def _check_column(col: pd.Series, var: str, used: list[str]) -> None:
                 f"{col.index[int(np.argmax(inf))]!r}); the caller must subset to the rows "
                 "where it is finite (or transform it) before fitting"
             )
-
-
-def _response(col: pd.Series, fam: Family, name: str) -> np.ndarray:
-    """Numeric response; bool and two-level categoricals become 0/1 for binomial."""
-    if (fam.code == BINOMIAL and not pd.api.types.is_numeric_dtype(col.dtype)) or (
-        fam.code == BINOMIAL and pd.api.types.is_bool_dtype(col.dtype)
-    ):
-        if pd.api.types.is_bool_dtype(col.dtype):
-            return col.to_numpy(dtype=float)
-        levels = (list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype)
-                  else sorted(pd.unique(col), key=str))
-        if len(levels) != 2:
-            raise InputError(
-                f"binomial response {name!r} must have two levels; found {len(levels)}: "
-                f"{[str(v) for v in levels[:6]]}"
-            )
-        return (col.to_numpy() == levels[1]).astype(float)
-    try:
-        y = col.to_numpy(dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"response {name!r} is not numeric (dtype {col.dtype})") from exc
-    fam.validate_response(y, name)
-    return y

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..exceptions import InputError
-from ..glm import fit_glm
 from ._linalg import lambda_to_theta, theta_diagonal_index, theta_to_lambda
+from .agq import agq_objective, gauss_hermite_rule
 from .design import (
     ClusterDesign,
     check_clusters,
@@ -21,7 +21,7 @@ from .design import (
     drop_rank_deficient,
     make_design,
 )
-from .families import BINOMIAL, GAUSSIAN, POISSON, Family, get_family
+from .families import Family, get_family
 from .laplace import laplace_details, laplace_objective
 from .lmm import cross_products, lmm_profiled
 from .optimize import SINGULAR_TOL, OptimResult, fit_with_boundary_checks
@@ -38,7 +38,8 @@ class Start:
     theta: np.ndarray | None = None
     u: np.ndarray | None = None
     x_names: list[str] | None = None
-    hessian: np.ndarray | None = None  # at (beta, theta): seeds the warm-start optimiser
+    hessian: np.ndarray | None = None  # at (beta, theta, extra): seeds the warm-start optimiser
+    extra: np.ndarray | None = None  # family parameters on the optimiser's scale
 
 
 def fit_arrays(
@@ -61,12 +62,14 @@ def fit_arrays(
 
     Parameters
     ----------
-    y : response (n,). Binomial: 0/1; poisson: non-negative integer counts.
+    y : response (n,). Binomial: 0/1; poisson and negbin: non-negative integer counts;
+        ordinal: category codes 0..K-1.
     X : fixed-effects design (n × p), including the intercept column if wanted.
     W : random-effects design (n × q): column 0 is usually the intercept, the others
         the predictors with a study-specific (random) slope.
     groups : cluster (study) label of each row, any hashable type.
-    family : "gaussian", "binomial" or "poisson" (canonical links).
+    family : a name in :data:`mlmi.glmm.FAMILIES` ("gaussian", "binomial", "poisson",
+        "negbin", "ordinal", "multinomial") or a :class:`Family`.
     reml : gaussian only: restricted maximum likelihood instead of ML.
     nagq : 1 = Laplace approximation (glmer's default); > 1 = adaptive Gauss–Hermite
         quadrature with ``nagq`` points per random effect (q <= 2).
@@ -82,7 +85,7 @@ def fit_arrays(
         (a ``start`` that carries a Hessian) nor to the AGQ stage of ``nagq > 1``.
     """
     fam = get_family(family)
-    if reml and fam.code != GAUSSIAN:
+    if reml and fam.fitter != "lmm":
         raise InputError(f"reml=True is only defined for the gaussian family, not {fam.name!r}")
     if not isinstance(nagq, (int, np.integer)) or nagq < 1:
         raise InputError(f"nagq={nagq!r} must be a positive integer")
@@ -90,8 +93,13 @@ def fit_arrays(
         raise InputError(f"vcov={vcov!r}: use 'hessian' or 'fisher'")
     if not isinstance(maxiter, (int, np.integer)) or maxiter < 1:
         raise InputError(f"maxiter={maxiter!r} must be a positive integer")
-    design = make_design(y, X, W, groups, x_names, w_names)
     notes: list[FitWarning] = []
+    if not fam.fixed_intercept:
+        X, x_names, absorbed = _drop_constant_columns(X, x_names)
+        if absorbed:
+            notes.append(FitWarning("info", f"column(s) {absorbed} dropped: the {fam.name} "
+                                    "family's thresholds take the place of an intercept"))
+    design = make_design(y, X, W, groups, x_names, w_names)
     if check:
         fam.validate_response(design.y)
         check_clusters(design)
@@ -103,11 +111,9 @@ def fit_arrays(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column(s): {', '.join(dropped)}",
         ))
-    if fam.code == BINOMIAL:
-        notes.extend(_fixed_separation(design))
-        notes.extend(_within_cluster_separation(design))
+    notes.extend(FitWarning(kind, msg) for kind, msg in fam.design_warnings(design))
     st = _coerce_start(start, design)
-    if fam.code == GAUSSIAN:
+    if fam.fitter == "lmm":
         if nagq != 1:
             raise InputError(
                 "nagq > 1 is not needed for the gaussian family (its likelihood is exact)"
@@ -119,15 +125,27 @@ def fit_arrays(
         tried = isinstance(start, GLMMResult) and not start.rows_merged
         work = design if tried else design.compressed()
         if nagq > 1:
-            from .agq import fit_agq
-
             result = fit_agq(work, fam, nagq, st, vcov)
         else:
             result = _fit_glmm_laplace(work, fam, st, vcov, maxiter)
     result.warnings = notes + result.warnings
     result.dropped = dropped
-    result.rows_merged = fam.code != GAUSSIAN and work is not design
+    result.rows_merged = fam.fitter != "lmm" and work is not design
     return result
+
+
+def _drop_constant_columns(X, x_names):
+    """Remove constant columns (an intercept) for families whose thresholds replace it."""
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[0] == 0:
+        return X, x_names, []
+    const = np.all(X == X[:1], axis=0)
+    if not const.any():
+        return X, x_names, []
+    names = list(x_names) if x_names is not None else [f"x{j}" for j in range(X.shape[1])]
+    absorbed = [names[j] for j in np.flatnonzero(const)]
+    keep = np.flatnonzero(~const)
+    return X[:, keep], [names[j] for j in keep], absorbed
 
 
 # ---------------------------------------------------------------------- start values
@@ -139,9 +157,9 @@ def _coerce_start(start, design: ClusterDesign) -> Start:
         same = list(start.x_names) == list(design.x_names) and start.theta.size == (
             design.q * (design.q + 1) // 2)
         return Start(start.beta, start.theta, u, start.x_names,
-                     start.hessian if same else None)
+                     start.hessian if same else None, start.extra)
     if isinstance(start, dict):
-        unknown = set(start) - {"beta", "theta", "u", "x_names", "fixef"}
+        unknown = set(start) - {"beta", "theta", "u", "x_names", "fixef", "extra"}
         if unknown:
             raise InputError(f"start has unknown key(s) {sorted(unknown)}; use beta, theta")
         beta = start.get("beta", start.get("fixef"))
@@ -153,22 +171,33 @@ def _coerce_start(start, design: ClusterDesign) -> Start:
             None if start.get("theta") is None else np.asarray(start["theta"], float),
             start.get("u"),
             names,
+            extra=None if start.get("extra") is None else np.asarray(start["extra"], float),
         )
     if isinstance(start, Start):
         return start
     raise InputError(f"start must be a GLMMResult, a Start or a dict, not {type(start).__name__}")
 
 
-def _start_beta(st: Start, design: ClusterDesign, fam: Family) -> np.ndarray:
+def _start_beta_extra(st: Start, design: ClusterDesign, fam: Family
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """beta and the family parameters: from the warm start where it fits, else the
+    family's rough single-level start."""
+    n_extra = fam.n_extra(design.y)
+    beta = extra = None
     if st.beta is not None:
         if st.x_names is not None:
             lookup = dict(zip(st.x_names, st.beta, strict=False))
             if all(nm in lookup for nm in design.x_names):
-                return np.array([lookup[nm] for nm in design.x_names], float)
+                beta = np.array([lookup[nm] for nm in design.x_names], float)
         elif len(st.beta) == design.p:
-            return np.asarray(st.beta, float)
-    # a rough GLM fit is all a start needs
-    return fit_glm(design.y, design.X, fam, maxit=8, tol=1e-6, weights=design.wt).beta
+            beta = np.asarray(st.beta, float)
+    if st.extra is not None and len(st.extra) == n_extra:
+        extra = np.asarray(st.extra, float)
+    if beta is None or extra is None:
+        beta0, extra0 = fam.start(design.y, design.X, design.weights)
+        beta = beta0 if beta is None else beta
+        extra = extra0 if extra is None else extra
+    return beta, extra
 
 
 def _start_theta(st: Start, q: int) -> np.ndarray:
@@ -188,60 +217,153 @@ def _identity_theta(q: int) -> np.ndarray:
 def _fit_glmm_laplace(
     design: ClusterDesign, fam: Family, st: Start, vcov: str, maxiter: int = 1000
 ) -> GLMMResult:
+    """Maximise the Laplace likelihood over par = (beta, theta, extra): the exact
+    gradient in (beta, theta) from the compiled kernel, central differences in the
+    family's few extra parameters (NB log theta, ordinal thresholds), the modes held at
+    their values for (beta, theta, extra) between the differences."""
     y, X, W, starts, wt = design.y, design.X, design.W, design.starts, design.weights
     p, q, k = design.p, design.q, design.k
     nth = q * (q + 1) // 2
+    beta0, extra0 = _start_beta_extra(st, design, fam)
+    ne = extra0.size
     u = np.zeros((k, q)) if st.u is None else np.array(st.u, dtype=float)
     grad = np.zeros(p + nth)
     jac = np.zeros((k, q, p + nth))
+    no_move = np.zeros(p + nth)
     last = {"par": None}
     failures = [0]
 
-    def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
-        lam = theta_to_lambda(par[p:], q)
-        dpar = np.zeros(p + nth) if last["par"] is None else par - last["par"]
-        value, failed = laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code, u,
-                                          grad, True, jac, dpar)
-        last["par"] = par.copy()
+    def core(par: np.ndarray, want_grad: bool) -> float:
+        lam = theta_to_lambda(par[p:p + nth], q)
+        extra = fam.extra_natural(par[p + nth:])
+        if not want_grad:
+            return laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code, extra, u,
+                                     grad, False, jac, no_move)[0]
+        dpar = no_move if last["par"] is None else par[:p + nth] - last["par"]
+        value, failed = laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code,
+                                          extra, u, grad, True, jac, dpar)
+        last["par"] = par[:p + nth].copy()
         failures[0] = failed
+        return value
+
+    def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
+        value = core(par, True)
         if not np.isfinite(value):
             last["par"] = None
-            return np.inf, np.zeros_like(grad)
-        return value, grad.copy()
+            return np.inf, np.zeros(par.size)
+        if not ne:
+            return value, grad.copy()
+        g = np.concatenate([grad, np.zeros(ne)])
+        u_at = u.copy()
+        for t in range(p + nth, par.size):
+            h = 1e-5 * max(1.0, abs(par[t]))
+            e = np.zeros(par.size)
+            e[t] = h
+            up, down = core(par + e, False), core(par - e, False)
+            u[:] = u_at
+            g[t] = (up - down) / (2 * h)
+        if not np.all(np.isfinite(g)):
+            last["par"] = None
+            return np.inf, np.zeros(par.size)
+        return value, g
 
     def normalize(par: np.ndarray) -> np.ndarray:
         """Flip columns of Lambda (and of the modes u) to a non-negative diagonal."""
-        lam = theta_to_lambda(par[p:], q)
+        lam = theta_to_lambda(par[p:p + nth], q)
         flip = np.diag(lam) < 0
         if not flip.any():
             return par
         lam[:, flip] *= -1
         u[:, flip] *= -1
         last["par"] = None  # the mode predictor's Jacobian no longer applies
-        return np.concatenate([par[:p], lambda_to_theta(lam)])
+        return np.concatenate([par[:p], lambda_to_theta(lam), par[p + nth:]])
 
-    par0 = np.concatenate([_start_beta(st, design, fam), _start_theta(st, q)])
+    par0 = np.concatenate([beta0, _start_theta(st, q), extra0])
     diag_index = p + theta_diagonal_index(q)
-    lower = np.full(p + nth, -np.inf)
+    lower = np.full(par0.size, -np.inf)
     lower[diag_index] = 0.0
+    hess0 = st.hessian if st.hessian is not None and st.hessian.shape[0] == par0.size else None
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
-                                          hess0=st.hessian, normalize=normalize)
+                                          hess0=hess0, normalize=normalize)
     return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
 
 
-def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_failures, nagq):
+def fit_agq(design: ClusterDesign, fam: Family, nagq: int, st: Start, vcov: str
+            ) -> GLMMResult:
+    """Maximise the adaptive Gauss–Hermite likelihood (:mod:`mlmi.glmm.agq`), starting
+    from the Laplace optimum, with central-difference gradients (as lme4's nAGQ > 1)."""
+    q, p = design.q, design.p
+    if q > 2:
+        raise InputError(f"nagq > 1 is implemented for q <= 2 random effects, not q = {q}")
+    laplace = _fit_glmm_laplace(design, fam, st, "fisher")
+    nodes, logw = gauss_hermite_rule(nagq, q)
+    y, X, W, starts, wt = design.y, design.X, design.W, design.starts, design.weights
+    u = laplace.u.copy()
+    nth = q * (q + 1) // 2
+    failures = [0]
+
+    def value(par: np.ndarray) -> float:
+        lam = theta_to_lambda(par[p:p + nth], q)
+        extra = fam.extra_natural(par[p + nth:])
+        total, failures[0] = agq_objective(par[:p], lam, y, wt, X, W, starts, fam.code,
+                                           extra, u, nodes, logw)
+        return float(total)
+
+    def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
+        f0 = value(par)
+        g = np.empty(par.size)
+        for t in range(par.size):
+            h = 1e-5 * max(1.0, abs(par[t]))
+            e = np.zeros(par.size)
+            e[t] = h
+            g[t] = (value(par + e) - value(par - e)) / (2 * h)
+        value(par)
+        return f0, g
+
+    par0 = np.concatenate([laplace.beta, laplace.theta, laplace.extra])
+    diag_index = p + theta_diagonal_index(q)
+    lower = np.full(par0.size, -np.inf)
+    lower[diag_index] = 0.0
+    opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index)
+    opt = OptimResult(opt.par, opt.value, opt.n_iter + laplace.n_iter,
+                      opt.n_eval + laplace.n_eval, opt.converged, opt.message, opt.grad)
+    value(opt.par)  # the modes, and their failures, at the optimum
+    # the reported loglik is the AGQ one; modes and conditional covariances are the
+    # Laplace quantities at the AGQ estimates (as lme4 reports them); the gradient is
+    # itself a finite difference, so the Hessian takes a larger, central step
+    return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=nagq,
+                        hessian_step=(1e-3, True))
+
+
+def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_failures, nagq,
+                 hessian_step=(1e-4, False)):
     p, q, k = design.p, design.q, design.k
-    beta, theta = opt.par[:p].copy(), opt.par[p:].copy()
+    nth = q * (q + 1) // 2
+    beta, theta = opt.par[:p].copy(), opt.par[p:p + nth].copy()
+    extra = opt.par[p + nth:].copy()
+    ne = extra.size
     lam = theta_to_lambda(theta, q)
     cond_inv = np.zeros((k, q, q))
     fisher = np.zeros((p, p))
-    extreme = laplace_details(beta, lam, design.y, design.weights, design.X, design.W,
-                              design.starts, fam.code, u, cond_inv, fisher)
+    laplace_details(beta, lam, design.y, design.weights, design.X, design.W,
+                    design.starts, fam.code, fam.extra_natural(extra), u, cond_inv, fisher)
     warnings_: list[FitWarning] = [FitWarning("info", m) for m in notes]
     fisher_cov = _safe_inverse(fisher)
     hessian = None
+    extra_cov = np.full((ne, ne), np.nan)
+    joint_cov = None
+    # family parameters have no Fisher-information shortcut: their covariance needs the
+    # Hessian, so it is computed whenever there are any
+    ok = False
+    if vcov == "hessian" or ne:
+        step, central = hessian_step
+        keep = list(range(p)) + list(range(p + nth, p + nth + ne))
+        joint_cov, ok, hessian = _hessian_vcov(fun, opt.par, p, q, step=step,
+                                               central=central, keep=keep)
+        if ok:
+            extra_cov = joint_cov[p:, p:]
     if vcov == "hessian":
-        beta_cov, ok, hessian = _hessian_vcov(fun, opt.par, p, q)
+        beta_cov = joint_cov[:p, :p]
         if not ok:
             warnings_.append(FitWarning(
                 "convergence",
@@ -249,28 +371,32 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
                 "definite: falling back to the fixed-effects information (as lme4 does)",
             ))
             beta_cov = fisher_cov
+            joint_cov = None
     else:
         beta_cov = fisher_cov
+    if nagq > 1:
+        hessian = None  # of the AGQ objective: not a warm start for the Laplace fits
     if not opt.converged and hessian is not None:
         opt.converged = _lme4_gradient_check(opt, hessian, p, q)
-    const = 0.0
-    if fam.code == POISSON:
-        from scipy.special import gammaln
-
-        const = -float(design.weights @ gammaln(design.y + 1.0))
-    loglik = -opt.value + const
+    loglik = -opt.value + fam.loglik_constant(design.y, design.weights)
     singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
+    b = u @ lam.T
     res = GLMMResult(
         family=fam, reml=False, nagq=nagq, beta=beta, beta_cov=beta_cov,
         beta_cov_fisher=fisher_cov, vcov_method=vcov, theta=theta, psi=lam @ lam.T,
-        b=u @ lam.T, u=u.copy(), cond_cov=np.einsum("ab,kbc,dc->kad", lam, cond_inv, lam),
+        b=b, u=u.copy(), cond_cov=np.einsum("ab,kbc,dc->kad", lam, cond_inv, lam),
         sigma=1.0, loglik=loglik, converged=opt.converged and newton_failures == 0,
         singular=singular, n_iter=opt.n_iter, n_eval=opt.n_eval,
         x_names=list(design.x_names), w_names=list(design.w_names),
         clusters=design.clusters, n_obs=design.n, cluster_sizes=design.sizes,
-        hessian=hessian,
+        hessian=hessian, extra=extra, extra_cov=extra_cov, joint_cov=joint_cov,
     )
     _common_warnings(res, opt, warnings_, newton_failures)
+    for message in fam.check_extra(extra, design.y):
+        warnings_.append(FitWarning("family", message))
+    rows = np.repeat(np.arange(k), np.diff(design.starts))
+    eta = design.X @ beta + np.einsum("ij,ij->i", design.W, b[rows])
+    extreme = fam.boundary_rows(eta, design.weights)
     if extreme:
         warnings_.append(FitWarning(
             "separation",
@@ -289,7 +415,7 @@ def _lme4_gradient_check(opt: OptimResult, hessian: np.ndarray, p: int, q: int,
     The scaled gradient L^{-1} g (H = L L') is the remaining Newton step in standard-error
     units, so a large data set with a flat optimum is not flagged merely because its raw
     gradient is large."""
-    lam_diag = np.diag(theta_to_lambda(opt.par[p:], q))
+    lam_diag = np.diag(theta_to_lambda(opt.par[p:p + q * (q + 1) // 2], q))
     on_boundary = {p + t for t, c in zip(theta_diagonal_index(q), range(q), strict=True)
                    if lam_diag[c] < SINGULAR_TOL}
     free = [t for t in range(opt.par.size) if t not in on_boundary]
@@ -331,13 +457,17 @@ def _safe_inverse(A: np.ndarray) -> np.ndarray:
 
 
 def _hessian_vcov(
-    fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-4, central: bool = False
+    fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-4, central: bool = False,
+    keep: list[int] | None = None,
 ) -> tuple[np.ndarray, bool, np.ndarray]:
-    """beta block of the inverse Hessian of -loglik in (beta, theta), by differences
-    of the gradient (forward differences of the exact gradient by default). theta on
-    the boundary (a zero diagonal of Lambda) is held fixed, and directions of zero
-    curvature within theta (a redundant parametrisation at a singular fit) are
-    projected out. Returns (covariance, ok, full Hessian)."""
+    """The ``keep`` block (default: beta) of the inverse Hessian of -loglik in
+    (beta, theta, extra), by differences of the gradient (forward differences of the
+    exact gradient by default). theta on the boundary (a zero diagonal of Lambda) is
+    held fixed, and directions of zero curvature among the other parameters (a
+    redundant parametrisation at a singular fit) are projected out. Returns
+    (covariance, ok, full Hessian)."""
+    keep = list(range(p)) if keep is None else list(keep)
+    nk = len(keep)
     npar = par.size
     hess = np.empty((npar, npar))
     # g0 afresh: the differences must see the modes in one consistent state
@@ -355,103 +485,32 @@ def _hessian_vcov(
     fun(par)  # leave the warm-start modes at the optimum
     hess = 0.5 * (hess + hess.T)
     if not np.all(np.isfinite(hess)):
-        return np.full((p, p), np.nan), False, hess
+        return np.full((nk, nk), np.nan), False, hess
     diag_index = p + theta_diagonal_index(q)
-    lam = theta_to_lambda(par[p:], q)
+    lam = theta_to_lambda(par[p:p + q * (q + 1) // 2], q)
     fixed = [t for t, c in zip(diag_index, range(q), strict=True) if lam[c, c] < SINGULAR_TOL]
-    free = [t for t in range(p, npar) if t not in fixed]
-    A = hess[:p, :p]
-    B = hess[:p, free]
+    free = [t for t in range(npar) if t not in fixed and t not in keep]
+    A = hess[np.ix_(keep, keep)]
+    B = hess[np.ix_(keep, free)]
     C = hess[np.ix_(free, free)]
     if len(free):
         w, V = np.linalg.eigh(C)
         tol = 1e-8 * max(1.0, np.max(np.abs(w)))
-        keep = w > tol
+        pos = w > tol
         if np.any(w < -tol):
-            return np.full((p, p), np.nan), False, hess
-        Cpinv = (V[:, keep] / w[keep]) @ V[:, keep].T
+            return np.full((nk, nk), np.nan), False, hess
+        Cpinv = (V[:, pos] / w[pos]) @ V[:, pos].T
         schur = A - B @ Cpinv @ B.T
     else:
         schur = A
     try:
         cov = np.linalg.inv(schur)
     except np.linalg.LinAlgError:
-        return np.full((p, p), np.nan), False, hess
+        return np.full((nk, nk), np.nan), False, hess
     cov = 0.5 * (cov + cov.T)
     if np.any(np.linalg.eigvalsh(cov) <= 0):
         return cov, False, hess
     return cov, True, hess
-
-
-def _fixed_separation(design: ClusterDesign) -> list[FitWarning]:
-    """Separation of a binary response by one fixed-effects predictor: complete (the
-    predictor's values for y = 0 and y = 1 do not overlap) or quasi-complete (a binary
-    predictor at one of whose values the response is constant, e.g. a category without
-    events). The maximum-likelihood estimate of that coefficient is then infinite and
-    the optimiser stops wherever the likelihood became flat."""
-    y, X = design.y, design.X
-    if y.min() == y.max():
-        return []
-    out = []
-    for j, name in enumerate(design.x_names):
-        v = X[:, j]
-        lo, hi = v.min(), v.max()
-        if lo == hi:
-            continue
-        v0, v1 = v[y == 0], v[y == 1]
-        if v0.max() < v1.min() or v1.max() < v0.min():
-            out.append(FitWarning("separation", f"{name!r} completely separates the response: "
-                                  "its coefficient's maximum-likelihood estimate is infinite"))
-            continue
-        if np.all((v == lo) | (v == hi)):
-            for value in (lo, hi):
-                yv = y[v == value]
-                if yv.min() == yv.max():
-                    out.append(FitWarning(
-                        "separation",
-                        f"quasi-complete separation: the response is always {int(yv[0])} where "
-                        f"{name!r} = {value:g} ({yv.size} rows); its coefficient's "
-                        "maximum-likelihood estimate is infinite"))
-                    break
-    return out
-
-
-def _within_cluster_separation(design: ClusterDesign) -> list[FitWarning]:
-    """Binary response constant within a cluster, or perfectly separated by a
-    random-slope predictor within a cluster: the cluster's random effects are then
-    identified only through their prior (the penalty), not by its data."""
-    y, W, starts = design.y, design.W, design.starts
-    constant, by_slope = [], {}
-    for i in range(design.k):
-        seg = slice(starts[i], starts[i + 1])
-        yi = y[seg]
-        label = design.clusters[i]
-        if yi.min() == yi.max():
-            constant.append(f"{label} (all {int(yi[0])})")
-            continue
-        for r, name in enumerate(design.w_names):
-            w = W[seg, r]
-            if w.min() == w.max():
-                continue
-            w0, w1 = w[yi == 0], w[yi == 1]
-            if w0.max() < w1.min() or w1.max() < w0.min():
-                by_slope.setdefault(name, []).append(str(label))
-    out = []
-    if constant:
-        out.append(FitWarning(
-            "separation",
-            f"within-cluster separation: the response is constant in {len(constant)} "
-            f"cluster(s): {', '.join(map(str, constant[:10]))}"
-            + (" …" if len(constant) > 10 else ""),
-        ))
-    for name, labels in by_slope.items():
-        out.append(FitWarning(
-            "separation",
-            f"within-cluster separation: {name!r} perfectly separates the response in "
-            f"{len(labels)} cluster(s): {', '.join(labels[:10])}"
-            + (" …" if len(labels) > 10 else ""),
-        ))
-    return out
 
 
 # ---------------------------------------------------------------------- linear mixed model

@@ -13,13 +13,20 @@ With ``z_ij = Lambda' w_ij``, the Laplace approximation of minus the marginal
 log-likelihood is, per cluster,
 
     f_i(beta, theta) = -sum_j log p(y_ij | eta_ij(u_hat)) + |u_hat|^2 / 2 + log det H_i / 2,
-    H_i = I + sum_j d_ij z_ij z_ij',       d = Var(Y | eta) = d mu / d eta,
+    H_i = I + sum_j d_ij z_ij z_ij',       d = -d² log p / d eta²  (= Var(Y | eta) for
+                                                                  canonical links),
 
 evaluated at the conditional mode ``u_hat_i`` — which is what ``glmer`` (nAGQ = 1)
 minimises, as deviance/2. The modes of all clusters are found by Newton's method
 with step halving (the penalised objective is convex in u for canonical links).
 
-Gradient. Writing e = y - mu, d' = d(d)/d(eta), s_j = H^{-1} z_j, h_j = z_j' s_j,
+Every family-specific quantity comes from the family's row kernel
+(:func:`mlmi.glmm.families.kernels.row_moments`): log p, e = d log p / d eta (= y - mu for
+canonical links), d and d' = d(d)/d(eta); the formulas below hold for any family with a
+log-concave likelihood in eta. Family parameters (NB theta, ordinal thresholds) are held
+fixed here (``extra``); their gradient is taken by the caller.
+
+Gradient. Writing s_j = H^{-1} z_j, h_j = z_j' s_j,
 rho_j = d'_j h_j / 2, v = H^{-1} sum_j rho_j z_j and t_j = rho_j - e_j - d_j z_j'v,
 differentiating f_i (through u_hat by the implicit function theorem) gives
 
@@ -35,48 +42,31 @@ import numpy as np
 from numba import njit
 
 from ._linalg import chol_inplace, chol_inverse, chol_logdet, chol_solve
+from .families.kernels import row_moments
 
 _NEWTON_MAXIT = 60
 _NEWTON_TOL = 1e-15  # on the Newton decrement g'H^{-1}g: mode within ~3e-8, so the
 # log-determinant term (not stationary at the mode) is accurate to ~1e-9 per cluster
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _moments(fam, yj, eta):
-    """(log p(y | eta) without constants in y, mu, d, d') for canonical links."""
-    if fam == 1:  # binomial / logit
-        if eta >= 0.0:
-            ex = np.exp(-eta)
-            mu = 1.0 / (1.0 + ex)
-            sp = eta + np.log1p(ex)
-        else:
-            ex = np.exp(eta)
-            mu = ex / (1.0 + ex)
-            sp = np.log1p(ex)
-        d = mu * (1.0 - mu)
-        return yj * eta - sp, mu, d, d * (1.0 - 2.0 * mu)
-    # poisson / log
-    mu = np.exp(eta)
-    return yj * eta - mu, mu, mu, mu
-
-
 @njit(cache=True, error_model="numpy")
-def cluster_loglik(fam, y, wt, eta0, Z, a, b, t):
-    """sum_j wt_j log p(y_j | eta0_j + Z_j' t) over rows a..b-1 (constants in y dropped):
-    one cluster's log-likelihood at random effects t."""
+def cluster_loglik(fam, y, wt, eta0, Z, a, b, t, extra):
+    """sum_j wt_j log p(y_j | eta0_j + Z_j' t) over rows a..b-1 (terms in y alone
+    dropped): one cluster's log-likelihood at random effects t (family parameters
+    ``extra``, see families/_base.py)."""
     q = t.shape[0]
     s = 0.0
     for j in range(a, b):
         eta = eta0[j]
         for r in range(q):
             eta += Z[j, r] * t[r]
-        ll, _, _, _ = _moments(fam, y[j], eta)
+        ll, _, _, _ = row_moments(fam, y[j], eta, extra)
         s += wt[j] * ll
     return s
 
 
 @njit(cache=True, error_model="numpy")
-def _cluster_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
+def cluster_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
     """One cluster's conditional mode by Newton iterations from the warm start ``u``
     (see :func:`_newton_mode` for the outputs). A warm start that fails — NaN or far
     off, left by an earlier evaluation at wild parameters — is retried once from the
@@ -86,22 +76,22 @@ def _cluster_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
     for r in range(q):
         if u[r] != 0.0:
             cold = False
-    obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd)
+    obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra)
     if not ok and not cold:
         for r in range(q):
             u[r] = 0.0
-        obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd)
+        obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra)
     return obj, ok
 
 
 @njit(cache=True, error_model="numpy")
-def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
+def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
     """Newton iterations for one cluster's conditional mode, starting from ``u``.
 
     One pass over the cluster's rows per iteration: the objective, gradient and
     Hessian at the current u; a step that increases the objective is halved.
     On return ``u`` is the mode, ``H`` holds the Cholesky factor of H_i at the mode
-    and ``mu``, ``d``, ``dd`` hold the mean, d(eta) and d'(eta) of each row there.
+    and ``g1``, ``d``, ``dd`` hold g1, g2 and g3 (families/_base.py) of each row there.
     Returns (penalised negative log-lik at the mode, converged).
     """
     q = u.shape[0]
@@ -121,13 +111,13 @@ def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
             eta = xb[j]
             for r in range(q):
                 eta += Z[j, r] * u[r]
-            ll, m, dj, ddj = _moments(fam, y[j], eta)
+            ll, gj, dj, ddj = row_moments(fam, y[j], eta, extra)
             wj = wt[j]  # frequency weight: wj identical rows merged into one
-            mu[j] = m
+            g1[j] = gj
             d[j] = dj
             dd[j] = ddj
             obj -= wj * ll
-            e = wj * (y[j] - m)
+            e = wj * gj
             dj *= wj
             for r in range(q):
                 g[r] -= e * Z[j, r]
@@ -161,7 +151,8 @@ def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, mu, d, dd):
 
 
 @njit(cache=True, error_model="numpy")
-def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, jac, dpar):
+def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, want_grad, jac,
+                      dpar):
     """Laplace approximation of minus the log-likelihood (constants in y excluded).
 
     ``wt`` holds frequency weights (1 for every row unless identical rows were merged).
@@ -179,7 +170,7 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, j
     npar = grad.shape[0]
     xb = X @ beta
     Z = W @ lam  # row j is z_j' = w_j' Lambda
-    mu = np.empty(n)
+    g1 = np.empty(n)
     d = np.empty(n)
     dd = np.empty(n)
     H = np.empty((q, q))
@@ -217,7 +208,7 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, j
             if big < 1.0:
                 for r in range(q):
                     ui[r] += s[r]
-        obj, ok = _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        obj, ok = cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, g1, d, dd, extra)
         if not ok:
             failed += 1
         total += obj + 0.5 * chol_logdet(H)
@@ -241,7 +232,7 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, j
                 h += zr * acc
             wj = wt[j]
             rho = 0.5 * wj * dd[j] * h
-            e = wj * (y[j] - mu[j])
+            e = wj * g1[j]
             re = rho - e
             dj = wj * d[j]
             for r in range(q):
@@ -294,20 +285,18 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, u, grad, want_grad, j
 
 
 @njit(cache=True, error_model="numpy")
-def laplace_details(beta, lam, y, wt, X, W, starts, fam, u, cond_inv, fisher):
+def laplace_details(beta, lam, y, wt, X, W, starts, fam, extra, u, cond_inv, fisher):
     """Quantities at the optimum: modes ``u`` (refined in place), H_i^{-1} per cluster
     into ``cond_inv`` (k × q × q), and the fixed-effects information with the random
-    effects integrated out (lme4's R_X'R_X) into ``fisher`` (p × p).
-
-    Returns the number of observations whose fitted mean is numerically 0 or 1
-    (binomial) — a symptom of separation.
+    effects integrated out (lme4's R_X'R_X) into ``fisher`` (p × p); the linear
+    predictor at the modes into ``eta_out`` (n), for the family's boundary check.
     """
     n, p = X.shape
     q = W.shape[1]
     k = starts.shape[0] - 1
     xb = X @ beta
     Z = W @ lam
-    mu = np.empty(n)
+    g1 = np.empty(n)
     d = np.empty(n)
     dd = np.empty(n)
     H = np.empty((q, q))
@@ -318,11 +307,10 @@ def laplace_details(beta, lam, y, wt, X, W, starts, fam, u, cond_inv, fisher):
     for m in range(p):
         for l in range(p):
             fisher[m, l] = 0.0
-    extreme = 0
     for i in range(k):
         a, b = starts[i], starts[i + 1]
         ui = u[i]
-        _cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, mu, d, dd)
+        cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, g1, d, dd, extra)
         chol_inverse(H, Hinv)
         for r in range(q):
             for c in range(q):
@@ -330,8 +318,6 @@ def laplace_details(beta, lam, y, wt, X, W, starts, fam, u, cond_inv, fisher):
             for m in range(p):
                 ZDX[r, m] = 0.0
         for j in range(a, b):
-            if fam == 1 and (mu[j] < 1e-10 or mu[j] > 1.0 - 1e-10):
-                extreme += int(wt[j])
             for m in range(p):
                 xd = X[j, m] * d[j] * wt[j]
                 for l in range(m + 1):
@@ -351,4 +337,3 @@ def laplace_details(beta, lam, y, wt, X, W, starts, fam, u, cond_inv, fisher):
     for m in range(p):
         for l in range(m + 1, p):
             fisher[m, l] = fisher[l, m]
-    return extreme

@@ -94,7 +94,15 @@ class GLMMResult:
     cluster_sizes: np.ndarray
     warnings: list[FitWarning] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
-    hessian: np.ndarray | None = None  # of -loglik in (beta, theta), for warm starts
+    hessian: np.ndarray | None = None  # of -loglik in (beta, theta, extra), for warm starts
+    #: the family's own parameters on the optimiser's scale (NB log theta; ordinal
+    #: (theta_0, log increments)); empty for binomial, poisson and gaussian
+    extra: np.ndarray = field(default_factory=lambda: np.empty(0))
+    extra_cov: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
+    #: covariance of (beta, extra) jointly, on the optimiser's scale (None: not computed)
+    joint_cov: np.ndarray | None = None
+    #: levels of a categorical response (ordinal, multinomial), in code order
+    levels: list | None = None
     rows_merged: bool = False  # identical rows of a cluster were merged (compress.py)
     formula: str | None = None
     response: str | None = None
@@ -121,6 +129,50 @@ class GLMMResult:
         ``sigma^2 (R_X'R_X)^{-1}``, which is lme4's ``vcov()`` for ``lmer``.
         """
         return pd.DataFrame(self.beta_cov, index=self.x_names, columns=self.x_names)
+
+    @property
+    def family_params(self) -> pd.Series:
+        """The family's own parameters on their natural scale: the ordinal thresholds
+        (named ``"0|1"``, ``"1|2"``, ... from the response's levels) or the negative
+        binomial's theta; empty for the other families."""
+        return pd.Series(self.family.extra_natural(self.extra),
+                         index=self.family.extra_names(self.levels), dtype=float)
+
+    @property
+    def thresholds(self) -> pd.Series:
+        """Ordinal family: the cut-points theta_j of logit P(Y <= j) = theta_j - x'beta - w'b
+        (``ordinal::clmm``'s ``Threshold coefficients``)."""
+        if not self.family.fixed_intercept and self.extra.size:
+            return self.family_params
+        raise InputError(f"a {self.family.name} fit has no thresholds (ordinal family only)")
+
+    @property
+    def nb_theta(self) -> float:
+        """Negative binomial family: theta of Var(Y) = mu + mu²/theta (glmmTMB's
+        ``sigma()`` for ``nbinom2``, lme4's ``getME(fit, "glmer.nb.theta")``). Named
+        ``nb_theta`` because ``theta`` is lme4's covariance parameter vector."""
+        params = self.family_params
+        if "theta" not in params.index:
+            raise InputError(f"a {self.family.name} fit has no NB theta (negbin family only)")
+        return float(params["theta"])
+
+    @property
+    def vcov_all(self) -> pd.DataFrame:
+        """Covariance of the family parameters (natural scale) and the fixed effects
+        jointly, family parameters first (``ordinal::clmm``'s ``vcov`` order for the
+        thresholds), by the delta method from the optimiser's scale."""
+        names = self.family.extra_names(self.levels) + list(self.x_names)
+        ne = self.extra.size
+        p = len(self.x_names)
+        if self.joint_cov is None:
+            return pd.DataFrame(np.full((ne + p, ne + p), np.nan), index=names, columns=names)
+        J = np.eye(ne + p)
+        if ne:
+            J[:ne, :ne] = self.family.extra_jacobian(self.extra)
+        # joint_cov is ordered (beta, extra): reorder to (extra, beta)
+        order = list(range(p, p + ne)) + list(range(p))
+        cov = self.joint_cov[np.ix_(order, order)]
+        return pd.DataFrame(J @ cov @ J.T, index=names, columns=names)
 
     @property
     def std_errors(self) -> pd.Series:
@@ -249,6 +301,8 @@ class GLMMResult:
         head = f"GLMMResult({self.family.name}"
         if self.formula:
             head += f", {self.formula}"
+        if self.extra.size:
+            head += ", " + ", ".join(f"{k}={v:.4g}" for k, v in self.family_params.items())
         head += (f", n={self.n_obs}, clusters={self.n_clusters}, loglik={self.loglik:.4f}"
                  f", converged={self.converged}, singular={self.singular})")
         return head

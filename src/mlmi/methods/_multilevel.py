@@ -142,15 +142,19 @@ def _theta_cov(fit, lmm_data) -> tuple[np.ndarray, bool] | None:
     degenerate. None if no finite Hessian is available."""
     p = fit.beta.size
     nth = fit.theta.size
-    if fit.family.name == "gaussian":
+    if fit.family.scale_parameter:
         if lmm_data is None:
             return None
         S = _lmm_theta_hessian(fit, *lmm_data)
     else:
         H = fit.hessian
-        if H is None or not np.all(np.isfinite(H)) or H.shape[0] != p + nth:
+        if H is None or not np.all(np.isfinite(H)) or H.shape[0] != p + nth + fit.extra.size:
             return None
-        A, B, C = H[:p, :p], H[:p, p:], H[p:, p:]
+        # theta's information with beta and the family's own parameters (NB theta,
+        # ordinal thresholds) profiled out
+        other = np.r_[0:p, p + nth:H.shape[0]]
+        th = np.arange(p, p + nth)
+        A, B, C = H[np.ix_(other, other)], H[np.ix_(other, th)], H[np.ix_(th, th)]
         try:
             S = C - B.T @ np.linalg.solve(A, B)
         except np.linalg.LinAlgError:
@@ -232,7 +236,7 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
     # (ml-normal scales Psi* by sigma*^2, so it needs sigma* first; the Wishart draws keep
     # the paper's order, Psi* then sigma*, so their seeded numbers do not move)
     def draw_sigma() -> float:
-        if fam.name != "gaussian":
+        if not fam.scale_parameter:
             return 1.0
         df = fit.n_obs - len(fit.beta)
         return float(np.sqrt(df * fit.sigma**2 / rng.chisquare(df)))
@@ -240,12 +244,14 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
     if problem.psi_draw == "ml-normal":
         sigma_star = draw_sigma()
         lmm_data = ((problem.y[obs], X[obs][:, keep], W[obs], problem.cluster[obs])
-                    if fam.name == "gaussian" else None)
+                    if fam.scale_parameter else None)
         psi_star, psi_info = draw_psi_star(fit, "ml-normal", rng, sigma_star=sigma_star,
                                            lmm_data=lmm_data)
     else:
         psi_star, psi_info = draw_psi_star(fit, problem.psi_draw, rng)
         sigma_star = draw_sigma()
+
+    extra = fit.family_params.to_numpy()  # NB theta, ordinal thresholds (at their MLE)
 
     # 4. b_i* for the studies with missing Z
     miss = np.flatnonzero(problem.wy)
@@ -264,17 +270,17 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         b_star[sporadic] = draw_many(
             fam, problem.y[rows], X[rows], W[rows], starts, beta_star, psi_star, rng,
-            method=problem.sampler, sigma=sigma_star, stats=stats,
+            method=problem.sampler, sigma=sigma_star, stats=stats, extra=extra,
         )
 
     # 5. the missing values
     eta = X[miss] @ beta_star + np.einsum("ij,ij->i", W[miss], b_star[problem.cluster[miss]])
     clipped = 0
-    if fam.name == "poisson":
+    if fam.mean_cap:
         cap = count_mean_cap(problem.y[obs])
         clipped = int(np.sum(eta > cap))
         eta = np.minimum(eta, cap)
-    values = fam.sample(eta, rng, sigma_star)
+    values = fam.sample(eta, rng, sigma_star, extra)
 
     return Draw(values, {
         "n_sporadic": int(sporadic.size),

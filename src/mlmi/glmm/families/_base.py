@@ -1,0 +1,174 @@
+"""What every response family provides (as lme4's ``glmFamily``, plus what imputation needs).
+
+A family is one module (``binomial.py``, ``negbin.py``, ...) holding a :class:`Family`
+subclass and, for the families fitted by the Laplace engine, one compiled kernel
+``moments(y, eta, extra)`` with the per-row log-likelihood and its derivatives with
+respect to the linear predictor. The engine (Laplace objective and gradient, conditional
+modes, AGQ, the posterior sampler) reaches the kernels through
+:func:`mlmi.glmm.families.kernels.row_moments`; everything else goes through the methods
+below. Nothing outside a family's module knows its formulas.
+
+Vocabulary
+----------
+``eta``   linear predictor x'beta + w'b (one per row; ``n_eta`` per row for the
+          multinomial family).
+``extra`` the family's own parameters on the optimiser's (unconstrained) scale, a float
+          array: empty for binomial/poisson, [log theta] for the negative binomial, the
+          thresholds for the ordinal family.
+``g1``    d log p / d eta;  ``g2`` = -d² log p / d eta² (the observed information, > 0 for
+          the log-concave families here);  ``g3`` = d g2 / d eta;  ``g4`` = d g3 / d eta.
+          For canonical links g1 = y - mu and g2 = Var(Y | eta).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ...exceptions import InputError
+
+
+class Family:
+    """A response distribution and its link. Subclasses override what differs."""
+
+    #: name used in ``family=...`` and in messages
+    name: str = ""
+    #: link function, for display
+    link: str = ""
+    #: integer that selects this family's kernel in compiled code (families/kernels.py)
+    code: int = -1
+    #: linear predictors per row (K - 1 for a K-category multinomial response)
+    n_eta: int = 1
+    #: whether the fixed part has its own intercept (False: the thresholds take its place)
+    fixed_intercept: bool = True
+    #: a residual scale sigma is estimated (gaussian): imputation draws sigma* too
+    scale_parameter: bool = False
+    #: counts with a log link: an imputation mean beyond ``count_mean_cap`` is clipped
+    #: (and counted), so one extreme Psi* draw cannot produce astronomically large counts
+    mean_cap: bool = False
+    #: how the GLMM is fitted: "laplace" (glmm/laplace.py, scalar eta), "lmm" (exact
+    #: linear mixed model, glmm/lmm.py) or "multinomial" (vector eta)
+    fitter: str = "laplace"
+
+    # ------------------------------------------------------------------ response
+    def encode(self, col: pd.Series, name: str) -> tuple[np.ndarray, list | None]:
+        """The response as floats (and its levels, for categorical families), checked."""
+        try:
+            y = col.to_numpy(dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"response {name!r} is not numeric (dtype {col.dtype})") from exc
+        self.validate_response(y, name)
+        return y, None
+
+    def validate_response(self, y: np.ndarray, name: str = "y") -> None:
+        """Raise :class:`InputError` unless ``y`` is a valid response for this family."""
+        y = np.asarray(y, dtype=float)
+        if not np.all(np.isfinite(y)):
+            bad = ~np.isfinite(y)
+            raise InputError(
+                f"response {name!r} has {int(bad.sum())} missing or non-finite value(s) "
+                f"{sorted({str(v) for v in y[bad]})}; the caller must subset to the rows "
+                "where it is observed"
+            )
+
+    # ------------------------------------------------------------------ extra parameters
+    def n_extra(self, y: np.ndarray) -> int:
+        """Number of family parameters beyond beta and Psi (0 by default)."""
+        return 0
+
+    def start(self, y: np.ndarray, X: np.ndarray, wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rough start values (beta, extra) from a single-level fit."""
+        from ...glm import fit_glm
+
+        return fit_glm(y, X, self, maxit=8, tol=1e-6, weights=wt).beta, np.empty(0)
+
+    def extra_names(self, levels: list | None) -> list[str]:
+        """Labels of the family parameters, e.g. ``["0|1", "1|2"]`` or ``["theta"]``."""
+        return []
+
+    def extra_natural(self, extra: np.ndarray) -> np.ndarray:
+        """Family parameters on their natural scale (e.g. theta from log theta)."""
+        return np.asarray(extra, dtype=float)
+
+    def extra_jacobian(self, extra: np.ndarray) -> np.ndarray:
+        """d(natural parameters) / d(optimiser's parameters), for the delta method."""
+        extra = np.asarray(extra, dtype=float)
+        h = 1e-6
+        J = np.empty((extra.size, extra.size))
+        for t in range(extra.size):
+            e = np.zeros(extra.size)
+            e[t] = h
+            J[:, t] = (self.extra_natural(extra + e) - self.extra_natural(extra - e)) / (2 * h)
+        return J
+
+    def check_extra(self, extra: np.ndarray, y: np.ndarray | None = None) -> list[str]:
+        """Messages about the fitted family parameters (e.g. theta running to infinity)."""
+        return []
+
+    # ------------------------------------------------------------------ likelihood
+    def loglik(self, y: np.ndarray, eta: np.ndarray, sigma: float = 1.0,
+               extra: np.ndarray | None = None) -> np.ndarray:
+        """Log-density of each observation, with all constants (as R's ``d*(log=TRUE)``)."""
+        raise NotImplementedError
+
+    def loglik_constant(self, y: np.ndarray, wt: np.ndarray) -> float:
+        """The part of the log-likelihood that the compiled kernel leaves out (terms in y
+        alone, such as -log y!)."""
+        return 0.0
+
+    def inverse_link(self, eta: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+        """Mean of the response given the linear predictor."""
+        raise NotImplementedError
+
+    def sample(self, eta: np.ndarray, rng: np.random.Generator, sigma: float = 1.0,
+               extra: np.ndarray | None = None) -> np.ndarray:
+        """Draw responses from the family given the linear predictor (imputation)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ single-level GLM
+    def irls_start(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, eta) to start IRLS from, as R's ``family()$initialize``."""
+        raise InputError(f"family {self.name!r} has no single-level IRLS fit")
+
+    def irls_weights(self, mu: np.ndarray) -> np.ndarray:
+        """Working weights (d mu / d eta)^2 / Var(Y) — Var(Y) for canonical links."""
+        raise InputError(f"family {self.name!r} has no single-level IRLS fit")
+
+    def design_warnings(self, design) -> list[tuple[str, str]]:
+        """(kind, message) pairs about the data before fitting (e.g. separation)."""
+        return []
+
+    def boundary_rows(self, eta: np.ndarray, wt: np.ndarray) -> int:
+        """Rows whose fitted value is numerically on the boundary (a probability of 0
+        or 1): a symptom of separation."""
+        return 0
+
+    def separated(self, eta: np.ndarray) -> bool:
+        """Whether fitted values at the boundary (probability 0 or 1) occurred."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"Family({self.name!r}, link={self.link!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Family) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+def positive_counts(y: np.ndarray, name: str, family: str) -> None:
+    """Counts must be non-negative integers (poisson, negative binomial)."""
+    if np.any(y < 0):
+        vals = np.unique(y[y < 0])[:5].tolist()
+        raise InputError(
+            f"{family} response {name!r} must be a non-negative count; "
+            f"found negative value(s) {vals}"
+        )
+    frac = y != np.round(y)
+    if frac.any():
+        vals = np.unique(y[frac])[:5].tolist()
+        raise InputError(
+            f"{family} response {name!r} must be integer counts; "
+            f"found non-integer value(s) {vals}"
+        )
