@@ -56,6 +56,8 @@ def _kernel(fn, **kw):
     params = inspect.signature(fn.py_func).parameters
     if "wt" in params and "wt" not in kw:
         kw["wt"] = np.ones(len(kw["y"]))
+    if "grad_extra" in params and "grad_extra" not in kw:
+        kw["grad_extra"] = np.zeros(0)
     return fn(*[kw[name] for name in params])
 
 

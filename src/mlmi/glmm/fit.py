@@ -217,10 +217,9 @@ def _identity_theta(q: int) -> np.ndarray:
 def _fit_glmm_laplace(
     design: ClusterDesign, fam: Family, st: Start, vcov: str, maxiter: int = 1000
 ) -> GLMMResult:
-    """Maximise the Laplace likelihood over par = (beta, theta, extra): the exact
-    gradient in (beta, theta) from the compiled kernel, central differences in the
-    family's few extra parameters (NB log theta, ordinal thresholds), the modes held at
-    their values for (beta, theta, extra) between the differences."""
+    """Maximise the Laplace likelihood over par = (beta, theta, extra), with the exact
+    gradient from the compiled kernel (in the family parameters on their natural scale,
+    carried to the optimiser's scale by the chain rule)."""
     y, X, W, starts, wt = design.y, design.X, design.W, design.starts, design.weights
     p, q, k = design.p, design.q, design.k
     nth = q * (q + 1) // 2
@@ -228,40 +227,27 @@ def _fit_glmm_laplace(
     ne = extra0.size
     u = np.zeros((k, q)) if st.u is None else np.array(st.u, dtype=float)
     grad = np.zeros(p + nth)
+    grad_extra = np.zeros(ne)
     jac = np.zeros((k, q, p + nth))
-    no_move = np.zeros(p + nth)
     last = {"par": None}
     failures = [0]
 
-    def core(par: np.ndarray, want_grad: bool) -> float:
-        lam = theta_to_lambda(par[p:p + nth], q)
-        extra = fam.extra_natural(par[p + nth:])
-        if not want_grad:
-            return laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code, extra, u,
-                                     grad, False, jac, no_move)[0]
-        dpar = no_move if last["par"] is None else par[:p + nth] - last["par"]
-        value, failed = laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code,
-                                          extra, u, grad, True, jac, dpar)
-        last["par"] = par[:p + nth].copy()
-        failures[0] = failed
-        return value
-
     def fun(par: np.ndarray) -> tuple[float, np.ndarray]:
-        value = core(par, True)
+        lam = theta_to_lambda(par[p:p + nth], q)
+        alpha = par[p + nth:]
+        core = par[:p + nth]
+        dpar = np.zeros(p + nth) if last["par"] is None else core - last["par"]
+        value, failed = laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code,
+                                          fam.extra_natural(alpha), u, grad, grad_extra,
+                                          True, jac, dpar)
+        last["par"] = core.copy()
+        failures[0] = failed
         if not np.isfinite(value):
             last["par"] = None
             return np.inf, np.zeros(par.size)
         if not ne:
             return value, grad.copy()
-        g = np.concatenate([grad, np.zeros(ne)])
-        u_at = u.copy()
-        for t in range(p + nth, par.size):
-            h = 1e-5 * max(1.0, abs(par[t]))
-            e = np.zeros(par.size)
-            e[t] = h
-            up, down = core(par + e, False), core(par - e, False)
-            u[:] = u_at
-            g[t] = (up - down) / (2 * h)
+        g = np.concatenate([grad, fam.extra_jacobian(alpha).T @ grad_extra])
         if not np.all(np.isfinite(g)):
             last["par"] = None
             return np.inf, np.zeros(par.size)
@@ -282,9 +268,13 @@ def _fit_glmm_laplace(
     diag_index = p + theta_diagonal_index(q)
     lower = np.full(par0.size, -np.inf)
     lower[diag_index] = 0.0
+    upper = None
+    if ne:
+        upper = np.concatenate([np.full(p + nth, np.inf), fam.extra_upper(y, wt)])
+        par0[p + nth:] = np.minimum(par0[p + nth:], upper[p + nth:])
     hess0 = st.hessian if st.hessian is not None and st.hessian.shape[0] == par0.size else None
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
-                                          hess0=hess0, normalize=normalize)
+                                          hess0=hess0, normalize=normalize, upper=upper)
     return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
 
 
@@ -355,11 +345,19 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     # family parameters have no Fisher-information shortcut: their covariance needs the
     # Hessian, so it is computed whenever there are any
     ok = False
+    # a family parameter at the edge of its space (NB theta running to infinity) is held
+    # fixed there, as lme4 holds a zero variance: the likelihood is flat in it
+    held = [p + nth + t for t in fam.extra_at_boundary(extra, design.y)]
     if vcov == "hessian" or ne:
         step, central = hessian_step
-        keep = list(range(p)) + list(range(p + nth, p + nth + ne))
+        keep = list(range(p)) + [t for t in range(p + nth, p + nth + ne) if t not in held]
         joint_cov, ok, hessian = _hessian_vcov(fun, opt.par, p, q, step=step,
-                                               central=central, keep=keep)
+                                               central=central, keep=keep, hold=held)
+        if ok and held:
+            full = np.full((p + ne, p + ne), np.nan)
+            idx = [t if t < p else t - nth for t in keep]
+            full[np.ix_(idx, idx)] = joint_cov
+            joint_cov = full
         if ok:
             extra_cov = joint_cov[p:, p:]
     if vcov == "hessian":
@@ -377,7 +375,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     if nagq > 1:
         hessian = None  # of the AGQ objective: not a warm start for the Laplace fits
     if not opt.converged and hessian is not None:
-        opt.converged = _lme4_gradient_check(opt, hessian, p, q)
+        opt.converged = _lme4_gradient_check(opt, hessian, p, q, hold=held)
     loglik = -opt.value + fam.loglik_constant(design.y, design.weights)
     singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
     b = u @ lam.T
@@ -408,7 +406,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
 
 
 def _lme4_gradient_check(opt: OptimResult, hessian: np.ndarray, p: int, q: int,
-                         tol: float = 0.002) -> bool:
+                         tol: float = 0.002, hold: list[int] = ()) -> bool:
     """lme4's convergence check (``checkConv``, ``check.conv.grad``): converged if, for
     every parameter not on the boundary, the smaller of |gradient| and |Hessian-scaled
     gradient| is below ``tol`` on the deviance scale (our objective is deviance / 2).
@@ -418,7 +416,7 @@ def _lme4_gradient_check(opt: OptimResult, hessian: np.ndarray, p: int, q: int,
     lam_diag = np.diag(theta_to_lambda(opt.par[p:p + q * (q + 1) // 2], q))
     on_boundary = {p + t for t, c in zip(theta_diagonal_index(q), range(q), strict=True)
                    if lam_diag[c] < SINGULAR_TOL}
-    free = [t for t in range(opt.par.size) if t not in on_boundary]
+    free = [t for t in range(opt.par.size) if t not in on_boundary and t not in hold]
     g = 2.0 * opt.grad[free]  # deviance scale
     try:
         L = np.linalg.cholesky(2.0 * hessian[np.ix_(free, free)])
@@ -458,7 +456,7 @@ def _safe_inverse(A: np.ndarray) -> np.ndarray:
 
 def _hessian_vcov(
     fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-4, central: bool = False,
-    keep: list[int] | None = None,
+    keep: list[int] | None = None, hold: list[int] = (),
 ) -> tuple[np.ndarray, bool, np.ndarray]:
     """The ``keep`` block (default: beta) of the inverse Hessian of -loglik in
     (beta, theta, extra), by differences of the gradient (forward differences of the
@@ -489,6 +487,7 @@ def _hessian_vcov(
     diag_index = p + theta_diagonal_index(q)
     lam = theta_to_lambda(par[p:p + q * (q + 1) // 2], q)
     fixed = [t for t, c in zip(diag_index, range(q), strict=True) if lam[c, c] < SINGULAR_TOL]
+    fixed += list(hold)
     free = [t for t in range(npar) if t not in fixed and t not in keep]
     A = hess[np.ix_(keep, keep)]
     B = hess[np.ix_(keep, free)]

@@ -42,7 +42,7 @@ import numpy as np
 from numba import njit
 
 from ._linalg import chol_inplace, chol_inverse, chol_logdet, chol_solve
-from .families.kernels import row_moments
+from .families.kernels import row_extra_grad, row_moments
 
 _NEWTON_MAXIT = 60
 _NEWTON_TOL = 1e-15  # on the Newton decrement g'H^{-1}g: mode within ~3e-8, so the
@@ -151,14 +151,17 @@ def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
 
 
 @njit(cache=True, error_model="numpy")
-def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, want_grad, jac,
-                      dpar):
+def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_extra,
+                      want_grad, jac, dpar):
     """Laplace approximation of minus the log-likelihood (constants in y excluded).
 
     ``wt`` holds frequency weights (1 for every row unless identical rows were merged).
     ``u`` (k × q) is the warm start for the modes and is overwritten with them;
     ``grad`` (p + q(q+1)/2) receives the gradient in (beta, theta) order if
-    ``want_grad``. ``jac`` (k × q × npar) holds d u_hat / d(beta, theta) from the
+    ``want_grad``, and ``grad_extra`` (length 0, or that of ``extra``) the gradient in
+    the family parameters on their natural scale: with x_j the row's derivatives of
+    (log p, e, d) with respect to one of them,
+    sum_j w_j (-dlog p_j + h_j dd_j / 2 + de_j z_j'v). ``jac`` (k × q × npar) holds d u_hat / d(beta, theta) from the
     previous call and ``dpar`` the change of the parameters since then: the modes are
     first moved by ``jac @ dpar`` (a first-order prediction, so Newton starts closer),
     and ``jac`` is refreshed when ``want_grad``. Pass ``dpar`` of zeros to skip.
@@ -168,6 +171,12 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, want_
     q = W.shape[1]
     k = starts.shape[0] - 1
     npar = grad.shape[0]
+    ne = grad_extra.shape[0]
+    eidx = np.zeros(2, dtype=np.int64)
+    edl = np.empty(2)
+    edg1 = np.empty(2)
+    edg2 = np.empty(2)
+    GZ = np.zeros((ne, q))
     xb = X @ beta
     Z = W @ lam  # row j is z_j' = w_j' Lambda
     g1 = np.empty(n)
@@ -192,6 +201,8 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, want_
     if want_grad:
         for t in range(npar):
             grad[t] = 0.0
+        for t in range(ne):
+            grad_extra[t] = 0.0
     for i in range(k):
         a, b = starts[i], starts[i + 1]
         ui = u[i]
@@ -222,6 +233,7 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, want_
         w_rho_e[:] = 0.0
         WDZ[:, :] = 0.0
         We[:] = 0.0
+        GZ[:, :] = 0.0
         for j in range(a, b):
             h = 0.0
             for r in range(q):
@@ -249,11 +261,24 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, want_
                 wd = wr * dj
                 for c in range(q):
                     WDZ[r, c] += wd * Z[j, c]
+            if ne:
+                eta = xb[j]
+                for r in range(q):
+                    eta += Z[j, r] * ui[r]
+                ncomp = row_extra_grad(fam, y[j], eta, extra, eidx, edl, edg1, edg2)
+                for m in range(ncomp):
+                    t = eidx[m]
+                    grad_extra[t] += wj * (0.5 * edg2[m] * h - edl[m])
+                    for r in range(q):
+                        GZ[t, r] += wj * edg1[m] * Z[j, r]
         for r in range(q):
             acc = 0.0
             for c in range(q):
                 acc += Hinv[r, c] * cvec[c]
             v[r] = acc
+        for t in range(ne):
+            for r in range(q):
+                grad_extra[t] += GZ[t, r] * v[r]
         for m in range(p):
             acc = x_rho_e[m]
             for c in range(q):

@@ -36,10 +36,13 @@ class OptimResult:
     grad: np.ndarray
 
 
-def projected_gradient(par: np.ndarray, grad: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    """Gradient with the components that push into an active lower bound zeroed."""
+def projected_gradient(par: np.ndarray, grad: np.ndarray, lower: np.ndarray,
+                       upper: np.ndarray | None = None) -> np.ndarray:
+    """Gradient with the components that push into an active bound zeroed."""
     g = grad.copy()
     at_bound = (par <= lower + 1e-12) & (g > 0)
+    if upper is not None:
+        at_bound |= (par >= upper - 1e-12) & (g < 0)
     g[at_bound] = 0.0
     return g
 
@@ -50,11 +53,18 @@ def minimize_bounded(
     lower: np.ndarray,
     *,
     maxiter: int = 1000,
+    upper: np.ndarray | None = None,
 ) -> OptimResult:
     """L-BFGS-B with an exact gradient, tight tolerances, and a convergence verdict
-    based on the projected gradient (not on the optimiser's own message)."""
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    x0 = np.maximum(start, lower)
+    based on the projected gradient (not on the optimiser's own message). ``upper``
+    (optional) bounds parameters from above (a family parameter's edge)."""
+    if upper is None:
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+        x0 = np.maximum(start, lower)
+    else:
+        bounds = [(lo if np.isfinite(lo) else None, hi if np.isfinite(hi) else None)
+                  for lo, hi in zip(lower, upper, strict=True)]
+        x0 = np.minimum(np.maximum(start, lower), upper)
     res = minimize(
         fun,
         x0,
@@ -64,7 +74,7 @@ def minimize_bounded(
         options={"maxiter": maxiter, "ftol": 1e-13, "gtol": 1e-7, "maxcor": 20},
     )
     value, grad = fun(res.x)
-    pg = projected_gradient(res.x, grad, lower)
+    pg = projected_gradient(res.x, grad, lower, upper)
     converged = bool(np.all(np.isfinite(pg)) and np.max(np.abs(pg)) < GRAD_TOL)
     return OptimResult(
         par=res.x.copy(),
@@ -143,6 +153,7 @@ def fit_with_boundary_checks(
     maxiter: int = 1000,
     hess0: np.ndarray | None = None,
     normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+    upper: np.ndarray | None = None,
 ) -> tuple[OptimResult, list[str]]:
     """Optimise, then apply lme4's boundary step and probe the interior.
 
@@ -161,16 +172,19 @@ def fit_with_boundary_checks(
     best = None
     if hess0 is not None and normalize is not None:
         best = minimize_warm(fun, start, hess0)
+        if best is not None and upper is not None and np.any(best.par > upper):
+            best.converged = False  # past an upper bound: finish with the bounded optimiser
         if best is not None and best.converged:
             best.par = normalize(best.par)
             best.value, best.grad = fun(best.par)
         elif best is not None:  # finish with the bounded optimiser
             n_iter, n_eval = best.n_iter, best.n_eval
-            best = minimize_bounded(fun, normalize(best.par), lower, maxiter=maxiter)
+            best = minimize_bounded(fun, normalize(best.par), lower, maxiter=maxiter,
+                                    upper=upper)
             best.n_iter += n_iter
             best.n_eval += n_eval
     if best is None:
-        best = minimize_bounded(fun, start, lower, maxiter=maxiter)
+        best = minimize_bounded(fun, start, lower, maxiter=maxiter, upper=upper)
     # lme4's boundary step: snap near-boundary values to the boundary if no worse
     near = [t for t in diag_index if 0.0 < best.par[t] < BOUNDARY_TOL]
     if near:
@@ -195,7 +209,7 @@ def fit_with_boundary_checks(
     fun(best.par)  # restore the warm-start state at the optimum
     value, trial = min(probes, key=lambda vt: vt[0])
     if value < best.value - 1e-8 * max(1.0, abs(best.value)):
-        retry = minimize_bounded(fun, trial, lower, maxiter=maxiter)
+        retry = minimize_bounded(fun, trial, lower, maxiter=maxiter, upper=upper)
         retry.n_iter += best.n_iter
         retry.n_eval += best.n_eval
         if retry.value < best.value:

@@ -101,6 +101,15 @@ class Family:
             J[:, t] = (self.extra_natural(extra + e) - self.extra_natural(extra - e)) / (2 * h)
         return J
 
+    def extra_upper(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        """Upper bounds of the family parameters on the optimiser's scale (inf: none)."""
+        return np.full(self.n_extra(y), np.inf)
+
+    def extra_at_boundary(self, extra: np.ndarray, y: np.ndarray | None = None) -> list[int]:
+        """Indices of family parameters at the edge of their space, held fixed there
+        for the covariance and the convergence check (as a zero variance is)."""
+        return []
+
     def check_extra(self, extra: np.ndarray, y: np.ndarray | None = None) -> list[str]:
         """Messages about the fitted family parameters (e.g. theta running to infinity)."""
         return []

@@ -42,3 +42,15 @@ def row_fourth(fam, y, eta, g2, g3, extra):
     if fam == ordinal.CODE:
         return ordinal.fourth(y, eta, g2, g3, extra)
     return np.nan
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def row_extra_grad(fam, y, eta, extra, idx, dl, dg1, dg2):
+    """Partial derivatives of one row's log p, g1 and g2 with respect to the family
+    parameters it involves (natural scale): their indices into ``extra`` go to ``idx``;
+    returns how many (0 for families without parameters)."""
+    if fam == negbin.CODE:
+        return negbin.extra_grad(y, eta, extra, idx, dl, dg1, dg2)
+    if fam == ordinal.CODE:
+        return ordinal.extra_grad(y, eta, extra, idx, dl, dg1, dg2)
+    return 0

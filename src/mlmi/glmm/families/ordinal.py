@@ -85,6 +85,36 @@ def fourth(y, eta, g2, g3, extra):
     return 6.0 * r1**4 - 12.0 * r1 * r1 * r2 + 3.0 * r2 * r2 + 4.0 * r1 * r3 - r4
 
 
+@njit(cache=True, error_model="numpy")
+def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
+    """Partial derivatives of log p, g1 and g2 of one row with respect to the thresholds
+    it involves (theta_k above, theta_{k-1} below, for y = k); their indices go to
+    ``idx``. With x the boundary point (a or c), s = +1 for a and -1 for c:
+
+        d log p = s f(x) / D,   d g1 = s (r1 f(x) - f'(x)) / D,
+        d g2 = s (2 r1 (f'(x) - r1 f(x)) - (f''(x) - r2 f(x))) / D.
+    Returns the number of entries filled (0, 1 or 2)."""
+    k = int(y)
+    K1 = extra.shape[0]
+    ll, r1, r2, _, _ = _row(y, eta, extra)
+    if not np.isfinite(ll):
+        return 0
+    D = np.exp(ll)
+    m = 0
+    for side in range(2):
+        j = k if side == 0 else k - 1
+        if j < 0 or j >= K1:
+            continue
+        s = 1.0 if side == 0 else -1.0
+        _, _, f, f1, f2, _ = _cdf_terms(extra[j] - eta)
+        idx[m] = j
+        dl[m] = s * f / D
+        dg1[m] = s * (r1 * f - f1) / D
+        dg2[m] = s * (2.0 * r1 * (f1 - r1 * f) - (f2 - r2 * f)) / D
+        m += 1
+    return m
+
+
 def thresholds_from_alpha(alpha: np.ndarray) -> np.ndarray:
     """theta_0 = alpha_0, theta_j = theta_{j-1} + exp(alpha_j)."""
     alpha = np.asarray(alpha, dtype=float)
