@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import LinAlgError, cho_factor, cho_solve
+from scipy.linalg import cho_factor, cho_solve
 
 from .glmm.families import Family, get_family
+
+_EPS = np.finfo(float).eps
 
 
 @dataclass
@@ -44,7 +46,7 @@ def fit_glm(
     ridge: float = 0.0,
     weights: np.ndarray | None = None,
 ) -> GLMFit:
-    """Fit ``g(E[y]) = X beta`` by IRLS (R's ``glm.fit`` algorithm).
+    """Fit ``g(E[y]) = X beta`` by IRLS (R's ``glm.fit`` algorithm; :func:`irls`).
 
     Parameters
     ----------
@@ -71,34 +73,102 @@ def fit_glm(
         sigma2 = rss / df
         cov = sigma2 * cho_solve(cf, np.eye(p))
         return GLMFit(beta, cov, float(np.sqrt(sigma2)), n - p, True, False, 1, rss)
-    # start as R does: mu from y shrunk away from the boundary
-    mu, eta = fam.irls_start(y)
-    dev_old = np.inf
-    beta = np.zeros(p)
-    converged = False
-    n_iter = 0
-    for n_iter in range(1, maxit + 1):  # noqa: B007 (reported below)
-        w = np.maximum(fam.irls_weights(mu), 1e-12)
-        z = eta + (y - mu) / w
-        xw = X * (w * fw)[:, None]
-        try:
-            cf = cho_factor(X.T @ xw + ridge * np.eye(p))
-        except LinAlgError:
-            break
-        beta = cho_solve(cf, xw.T @ z)
-        eta = X @ beta
-        mu = fam.inverse_link(eta)
-        dev = -2.0 * float(fw @ fam.loglik(y, eta))
-        if abs(dev - dev_old) / (abs(dev) + 0.1) < tol:
-            converged = True
-            break
-        dev_old = dev
-    w = fam.irls_weights(mu)
-    info = X.T @ (X * (np.maximum(w, 1e-300) * fw)[:, None]) + ridge * np.eye(p)
+    fit = irls(y, X, fam, np.zeros(1, dtype=np.intp), maxit=maxit, tol=tol, ridge=ridge,
+               weights=fw)
+    beta, info = fit.beta[0], fit.info[0]
     try:
         cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         cov = np.full((p, p), np.inf)
-    separated = fam.separated(eta)
+    eta = X @ beta
     dev = -2.0 * float(fw @ fam.loglik(y, eta))
-    return GLMFit(beta, cov, 1.0, n - p, converged, separated, n_iter, dev)
+    return GLMFit(beta, cov, 1.0, n - p, bool(fit.converged[0]), fam.separated(eta),
+                  int(fit.n_iter[0]), dev)
+
+
+@dataclass
+class IRLSFit:
+    """Per-group IRLS results: ``beta`` (m, p), Fisher information ``info`` (m, p, p)
+    at ``beta`` (plus the ridge), ``converged`` and ``failed`` (non-finite values or a
+    singular weighted design) per group, ``n_iter`` per group."""
+
+    beta: np.ndarray
+    info: np.ndarray
+    converged: np.ndarray
+    failed: np.ndarray
+    n_iter: np.ndarray
+
+
+def irls(
+    y: np.ndarray,
+    X: np.ndarray,
+    family: str | Family,
+    starts: np.ndarray,
+    *,
+    maxit: int = 25,
+    tol: float = 1e-8,
+    ridge: float = 0.0,
+    weights: np.ndarray | None = None,
+) -> IRLSFit:
+    """R's ``glm.fit`` algorithm, vectorised over groups of rows: the one IRLS of mlmi
+    (a single fit is one group; two-stage imputation fits every study at once).
+
+    Rows are sorted by group and group g owns rows ``starts[g]:starts[g + 1]``.
+    Start from the family's ``irls_start`` (mu from y shrunk away from the boundary),
+    then iterate weighted least squares with the working weights ``irls_weights(mu)``
+    until the relative change of the deviance, |dev - dev_old| / (|dev| + 0.1), is below
+    ``tol`` (R's ``glm.control``), group by group. ``ridge`` adds an L2 penalty;
+    ``weights`` are frequency weights.
+    """
+    fam = get_family(family)
+    y = np.asarray(y, dtype=float)
+    X = np.asarray(X, dtype=float)
+    n, p = X.shape
+    fw = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    starts = np.asarray(starts, dtype=np.intp)
+    m = starts.size
+    counts = np.diff(np.append(starts, n))
+    row_group = np.repeat(np.arange(m), counts)
+    XX = X[:, :, None] * X[:, None, :]
+    penalty = ridge * np.eye(p)
+    mu, eta = fam.irls_start(y)
+    beta = np.zeros((m, p))
+    active = np.ones(m, dtype=bool)
+    converged = np.zeros(m, dtype=bool)
+    failed = np.zeros(m, dtype=bool)
+    n_iter = np.zeros(m, dtype=np.int64)
+    dev_old = np.full(m, np.inf)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(maxit):
+            w = np.maximum(fam.irls_weights(mu), _EPS)
+            z = eta + (y - mu) / w
+            XtWX = np.add.reduceat(XX * (w * fw)[:, None, None], starts, axis=0)[active]
+            XtWz = np.add.reduceat(X * (w * z * fw)[:, None], starts, axis=0)[active]
+            XtWX += penalty
+            idx = np.flatnonzero(active)
+            n_iter[idx] += 1
+            try:
+                beta[idx] = np.linalg.solve(XtWX, XtWz[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:
+                for j, A, b in zip(idx, XtWX, XtWz, strict=True):
+                    try:
+                        beta[j] = np.linalg.solve(A, b)
+                    except np.linalg.LinAlgError:
+                        failed[j] = True
+            bad = ~np.all(np.isfinite(beta), axis=1)
+            failed |= bad
+            beta[bad] = 0.0
+            eta = fam.clip_eta(np.einsum("ij,ij->i", X, beta[row_group]))
+            mu = fam.inverse_link(eta)
+            dev = np.add.reduceat(fw * fam.deviance_rows(y, eta, mu), starts)
+            failed |= ~np.isfinite(dev)
+            done = np.abs(dev - dev_old) / (np.abs(dev) + 0.1) < tol
+            converged |= done & active & ~failed
+            active &= ~(done | failed)
+            dev_old = dev
+            if not active.any():
+                break
+        w = np.maximum(fam.irls_weights(mu), _EPS)
+        info = np.add.reduceat(XX * (w * fw)[:, None, None], starts, axis=0) + penalty
+    failed |= ~np.all(np.isfinite(info), axis=(1, 2))
+    return IRLSFit(beta, info, converged & ~failed, failed, n_iter)

@@ -69,10 +69,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import expit, xlogy
 
 from ..exceptions import ModelError
-from ..glm import fit_glm
+from ..glm import fit_glm, irls
+from ..glmm import get_family
 from ..metaanalysis import MVMAResult, mvma
 from ._multilevel import draw_beta
 from .base import SPORADIC, SYSTEMATIC, Draw, Problem, count_mean_cap
@@ -88,7 +88,6 @@ MIN_DF_NORM = 4
 #: deficient (|correlation| within ~1e-10 of 1; R's QR tolerance 1e-7 on norms)
 RANK_TOL = 1e-12
 
-_EPS = np.finfo(float).eps
 _OK, _NOT_CONVERGED, _FAILED = 0, 1, 2
 
 
@@ -139,6 +138,7 @@ def fit_studies(y: np.ndarray, X: np.ndarray, codes: np.ndarray, family: str) ->
     every study present in ``codes`` (the observed rows); see the module docstring for
     when a study's fit is dropped."""
     p = X.shape[1]
+    linear = get_family(family).fitter == "lmm"
     order, studies, starts = _segments(codes)
     y, X = y[order], X[order]
     counts = np.diff(np.append(starts, y.size))
@@ -147,7 +147,7 @@ def fit_studies(y: np.ndarray, X: np.ndarray, codes: np.ndarray, family: str) ->
     dropped: dict[int, str] = {}
     few = counts < p
     deficient = ~few & _rank_deficient(gram)
-    if family == "gaussian":
+    if linear:
         few |= (counts - p <= MIN_DF_NORM) & ~deficient
     for j in np.flatnonzero(few):
         dropped[int(studies[j])] = (
@@ -167,7 +167,7 @@ def fit_studies(y: np.ndarray, X: np.ndarray, codes: np.ndarray, family: str) ->
     if m == 0:
         return empty
     row_study = np.repeat(np.arange(m), counts)
-    if family == "gaussian":
+    if linear:
         xty = np.add.reduceat(X * y[:, None], starts, axis=0)
         est = np.linalg.solve(gram, xty[:, :, None])[:, :, 0]
         resid = y - np.einsum("ij,ij->i", X, est[row_study])
@@ -175,7 +175,7 @@ def fit_studies(y: np.ndarray, X: np.ndarray, codes: np.ndarray, family: str) ->
         sigma2 = np.add.reduceat(resid**2, starts) / df
         inv = _sym(np.linalg.inv(gram))
         return StudyFits(studies, est, gram, sigma2[:, None, None] * inv, sigma2, df, dropped)
-    est, info, reason_code, reason = _irls(y, X, XX, starts, row_study, m, family)
+    est, info, reason_code, reason = _irls(y, X, starts, m, family)
     good = reason_code == _OK
     cov = np.full_like(info, np.nan)
     invertible = reason_code != _FAILED
@@ -203,68 +203,19 @@ def fit_studies(y: np.ndarray, X: np.ndarray, codes: np.ndarray, family: str) ->
     return StudyFits(studies[good], est[good], info[good], cov[good], nan, nan, dropped)
 
 
-def _irls(y, X, XX, starts, row_study, m, family):
-    """Vectorised IRLS over m studies (rows sorted by study). Returns the coefficients,
-    the Fisher information at them, a status per study (_OK, _NOT_CONVERGED, _FAILED)
-    and the reasons for the others."""
-    p = X.shape[1]
-    binomial = family == "binomial"
-    if binomial:
-        mu = (y + 0.5) / 2.0
-        eta = np.log(mu / (1.0 - mu))
-    else:
-        mu = y + 0.1
-        eta = np.log(mu)
-    beta = np.zeros((m, p))
-    active = np.ones(m, dtype=bool)
-    converged = np.zeros(m, dtype=bool)
-    failed = np.zeros(m, dtype=bool)
-    dev_old = np.full(m, np.inf)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for _ in range(IRLS_MAXIT):
-            w = np.maximum(mu * (1.0 - mu) if binomial else mu, _EPS)
-            z = eta + (y - mu) / w
-            XtWX = np.add.reduceat(XX * w[:, None, None], starts, axis=0)[active]
-            XtWz = np.add.reduceat(X * (w * z)[:, None], starts, axis=0)[active]
-            idx = np.flatnonzero(active)
-            try:
-                beta[idx] = np.linalg.solve(XtWX, XtWz[:, :, None])[:, :, 0]
-            except np.linalg.LinAlgError:
-                for j, A, b in zip(idx, XtWX, XtWz, strict=True):
-                    try:
-                        beta[j] = np.linalg.solve(A, b)
-                    except np.linalg.LinAlgError:
-                        failed[j] = True
-            bad = ~np.all(np.isfinite(beta), axis=1)
-            failed |= bad
-            beta[bad] = 0.0
-            eta = np.einsum("ij,ij->i", X, beta[row_study])
-            if binomial:
-                mu = expit(eta)
-                dev_rows = -2.0 * (y * eta - np.logaddexp(0.0, eta))
-            else:
-                eta = np.minimum(eta, 700.0)
-                mu = np.exp(eta)
-                dev_rows = 2.0 * (xlogy(y, y) - y * eta - (y - mu))
-            dev = np.add.reduceat(dev_rows, starts)
-            failed |= ~np.isfinite(dev)
-            done = np.abs(dev - dev_old) / (np.abs(dev) + 0.1) < IRLS_TOL
-            converged |= done & active & ~failed
-            active &= ~(done | failed)
-            dev_old = dev
-            if not active.any():
-                break
-        w = np.maximum(mu * (1.0 - mu) if binomial else mu, _EPS)
-        info = np.add.reduceat(XX * w[:, None, None], starts, axis=0)
-    failed |= ~np.all(np.isfinite(info), axis=(1, 2))
-    code = np.where(failed, _FAILED, np.where(converged, _OK, _NOT_CONVERGED))
+def _irls(y, X, starts, m, family):
+    """Every study's GLM at once (:func:`mlmi.glm.irls`, R's glm.control: 25 iterations,
+    tolerance 1e-8). Returns the coefficients, the Fisher information at them, a status
+    per study (_OK, _NOT_CONVERGED, _FAILED) and the reasons for the others."""
+    fit = irls(y, X, family, starts, maxit=IRLS_MAXIT, tol=IRLS_TOL)
+    code = np.where(fit.failed, _FAILED, np.where(fit.converged, _OK, _NOT_CONVERGED))
     reason = ["" for _ in range(m)]
     for j in range(m):
-        if failed[j]:
+        if fit.failed[j]:
             reason[j] = "IRLS failed (non-finite or singular weighted design)"
-        elif not converged[j]:
+        elif not fit.converged[j]:
             reason[j] = f"IRLS did not converge in {IRLS_MAXIT} iterations"
-    return beta, info, code, reason
+    return fit.beta, fit.info, code, reason
 
 
 def psi_root(psi: np.ndarray) -> np.ndarray:
@@ -382,12 +333,12 @@ def twostage_glm(problem: Problem, family: str, method: str) -> Draw:
     theta, miss_studies = _study_coefficients(problem, miss, fits, stage, rng)
     eta = np.einsum("ij,ij->i", X[miss], theta[problem.cluster[miss]])
     clipped = 0
-    if family == "binomial":
-        values = (rng.random(miss.size) < expit(eta)).astype(float)
-    else:
+    fam = get_family(family)
+    if fam.mean_cap:
         cap = count_mean_cap(problem.y[problem.ry])
         clipped = int(np.sum(eta > cap))
-        values = rng.poisson(np.exp(np.minimum(eta, cap))).astype(float)
+        eta = np.minimum(eta, cap)
+    values = fam.sample(eta, rng)
     info = _base_info(problem, fits, stage, miss_studies)
     info["clipped"] = clipped
     info["fit_warnings"] = stage.warnings

@@ -152,6 +152,14 @@ class Family:
         or 1): a symptom of separation."""
         return 0
 
+    def deviance_rows(self, y: np.ndarray, eta: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """Per-row deviance (R's ``dev.resids``), for IRLS's convergence test."""
+        return -2.0 * self.loglik(y, eta)
+
+    def clip_eta(self, eta: np.ndarray) -> np.ndarray:
+        """The linear predictor kept where the mean is finite (IRLS)."""
+        return eta
+
     def separated(self, eta: np.ndarray) -> bool:
         """Whether fitted values at the boundary (probability 0 or 1) occurred."""
         return False

@@ -87,6 +87,9 @@ class Binomial(Family):
     def irls_weights(self, mu):
         return mu * (1 - mu)
 
+    def deviance_rows(self, y, eta, mu):
+        return -2.0 * (y * eta - np.logaddexp(0.0, eta))
+
     def separated(self, eta):
         return bool(np.any(np.abs(eta) > ETA_SEPARATION))
 

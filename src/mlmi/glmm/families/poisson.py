@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from scipy.special import gammaln
+from scipy.special import gammaln, xlogy
 
 from ._base import Family, positive_counts
 
@@ -54,6 +54,12 @@ class Poisson(Family):
 
     def irls_weights(self, mu):
         return mu
+
+    def deviance_rows(self, y, eta, mu):
+        return 2.0 * (xlogy(y, y) - y * eta - (y - mu))
+
+    def clip_eta(self, eta):
+        return np.minimum(eta, 700.0)
 
 
 FAMILY = Poisson()
