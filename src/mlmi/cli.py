@@ -20,9 +20,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# every registered GLMM family (mlmi.glmm.FAMILIES), for --family
+_FAMILY_NAMES = ["gaussian", "binomial", "poisson", "negbin", "ordinal", "multinomial"]
+
+
 def _glmm_demo(args: argparse.Namespace) -> int:
     """Fit the paper's analysis model to data of its design and show the truth."""
     from .glmm import fit_glmm
+    from .glmm import get_family as fit_family
     from .simulation import generate, truth
 
     rng = np.random.default_rng(args.seed)
@@ -33,7 +38,7 @@ def _glmm_demo(args: argparse.Namespace) -> int:
     print(f"  {args.outcome} outcome, {args.heterogeneity} heterogeneity, {args.studies} studies,"
           f" {len(data)} participants, seed {args.seed}")
     print(f"  model: {formula}  ({family}, maximum likelihood"
-          f"{', Laplace approximation' if family == 'binomial' else ''})\n")
+          f"{', Laplace approximation' if fit_family(family).fitter == 'laplace' else ''})\n")
     t0 = time.perf_counter()
     fit = fit_glmm(formula, data, family)
     elapsed = time.perf_counter() - t0
@@ -47,7 +52,7 @@ def _glmm_demo(args: argparse.Namespace) -> int:
     sd = fit.sd_re.to_numpy()
     print(f"{'omega0 (SD u0)':<18}{true['omega0']:>8.3f}{sd[0]:>10.3f}")
     print(f"{'omega1 (SD u1)':<18}{true['omega1']:>8.3f}{sd[1]:>10.3f}")
-    if family == "gaussian":
+    if fit.family.scale_parameter:
         print(f"{'sigma':<18}{1.0:>8.3f}{fit.sigma:>10.3f}")
     print(f"\nlog-likelihood {fit.loglik:.4f}; converged={fit.converged}, singular={fit.singular};"
           f" fitted in {1e3 * elapsed:.1f} ms")
@@ -376,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--analyze", metavar="FORMULA",
                      help="also fit this mixed model (lme4 syntax) and pool it")
     imp.add_argument("--family", default="gaussian",
-                     choices=["gaussian", "binomial", "poisson"], help="for --analyze")
+                     choices=_FAMILY_NAMES, help="for --analyze")
     imp.add_argument("--include-original", action="store_true",
                      help="also write the incomplete data as .imp = 0 (what R's "
                           "mice::as.mids() reads)")
@@ -390,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("input", help="long-format file with .imp and .id")
     pool.add_argument("--formula", required=True, help="lme4-style formula")
     pool.add_argument("--family", default="gaussian",
-                      choices=["gaussian", "binomial", "poisson"])
+                      choices=_FAMILY_NAMES)
     pool.add_argument("--out", default=None, help="CSV for the pooled table")
     _reading_options(pool)
     pool.set_defaults(func=_pool)

@@ -388,6 +388,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
         x_names=list(design.x_names), w_names=list(design.w_names),
         clusters=design.clusters, n_obs=design.n, cluster_sizes=design.sizes,
         hessian=hessian, extra=extra, extra_cov=extra_cov, joint_cov=joint_cov,
+        levels=fam.default_levels(design.y),
     )
     _common_warnings(res, opt, warnings_, newton_failures)
     for message in fam.check_extra(extra, design.y):

@@ -82,6 +82,10 @@ class Family:
 
         return fit_glm(y, X, self, maxit=8, tol=1e-6, weights=wt).beta, np.empty(0)
 
+    def default_levels(self, y: np.ndarray) -> list | None:
+        """Levels of a categorical response coded 0..K-1 (when no labels are known)."""
+        return None
+
     def extra_names(self, levels: list | None) -> list[str]:
         """Labels of the family parameters, e.g. ``["0|1", "1|2"]`` or ``["theta"]``."""
         return []

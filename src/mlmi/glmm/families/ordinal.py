@@ -202,6 +202,9 @@ class Ordinal(Family):
         theta = np.log(cum / (1.0 - cum))
         return np.zeros(X.shape[1]), alpha_from_thresholds(theta)
 
+    def default_levels(self, y):
+        return list(range(int(np.max(y)) + 1)) if len(y) else []
+
     def extra_names(self, levels):
         if levels is None:
             return []
@@ -233,10 +236,16 @@ class Ordinal(Family):
         return np.diff(full, axis=1)
 
     def loglik(self, y, eta, sigma=1.0, extra=None):
-        prob = self.probabilities(np.atleast_1d(eta), extra)
+        """log P(Y = y | eta) = log(F(a) - F(c)), taken as (1 - F(c)) - (1 - F(a)) where
+        F(a) > 1/2, so that no category's probability is lost to cancellation."""
+        theta = np.concatenate([[-np.inf], self.extra_natural(extra), [np.inf]])
         y = np.asarray(y, dtype=np.int64)
+        eta = np.asarray(eta, dtype=float)
+        a, c = theta[y + 1] - eta, theta[y] - eta
+        Fa, Fc = expit(a), expit(c)
+        D = np.where(Fa < 0.5, Fa - Fc, expit(-c) - expit(-a))
         with np.errstate(divide="ignore"):
-            return np.log(prob[np.arange(y.size), y])
+            return np.log(D)
 
     def inverse_link(self, eta, extra=None):
         """Expected category code E[Y | eta] (0..K-1 scale)."""
