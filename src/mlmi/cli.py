@@ -20,8 +20,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# every registered GLMM family (mlmi.glmm.FAMILIES), for --family
-_FAMILY_NAMES = ["gaussian", "binomial", "poisson", "negbin", "ordinal", "multinomial"]
+def _family_names() -> list[str]:
+    """Every registered GLMM family (mlmi.glmm.FAMILIES), for --family."""
+    from .glmm import FAMILIES
+
+    return sorted(FAMILIES)
 
 
 def _glmm_demo(args: argparse.Namespace) -> int:
@@ -381,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--analyze", metavar="FORMULA",
                      help="also fit this mixed model (lme4 syntax) and pool it")
     imp.add_argument("--family", default="gaussian",
-                     choices=_FAMILY_NAMES, help="for --analyze")
+                     choices=_family_names(), help="for --analyze")
     imp.add_argument("--include-original", action="store_true",
                      help="also write the incomplete data as .imp = 0 (what R's "
                           "mice::as.mids() reads)")
@@ -395,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("input", help="long-format file with .imp and .id")
     pool.add_argument("--formula", required=True, help="lme4-style formula")
     pool.add_argument("--family", default="gaussian",
-                      choices=_FAMILY_NAMES)
+                      choices=_family_names())
     pool.add_argument("--out", default=None, help="CSV for the pooled table")
     _reading_options(pool)
     pool.set_defaults(func=_pool)

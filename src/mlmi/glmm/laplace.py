@@ -161,7 +161,8 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_
     ``want_grad``, and ``grad_extra`` (length 0, or that of ``extra``) the gradient in
     the family parameters on their natural scale: with x_j the row's derivatives of
     (log p, e, d) with respect to one of them,
-    sum_j w_j (-dlog p_j + h_j dd_j / 2 + de_j z_j'v). ``jac`` (k × q × npar) holds d u_hat / d(beta, theta) from the
+    sum_j w_j (-dlog p_j + h_j dd_j / 2 + de_j z_j'v). ``jac`` (k × q × npar) holds
+    d u_hat / d(beta, theta) from the
     previous call and ``dpar`` the change of the parameters since then: the modes are
     first moved by ``jac @ dpar`` (a first-order prediction, so Newton starts closer),
     and ``jac`` is refreshed when ``want_grad``. Pass ``dpar`` of zeros to skip.
