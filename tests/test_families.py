@@ -15,7 +15,7 @@ from scipy.special import expit
 
 from mlmi.exceptions import InputError
 from mlmi.glm import fit_glm, irls
-from mlmi.glmm import FAMILIES, fit_arrays, fit_glmm, get_family
+from mlmi.glmm import fit_arrays, fit_glmm, get_family
 from mlmi.glmm._linalg import theta_to_lambda
 from mlmi.glmm.families import negbin, ordinal
 from mlmi.glmm.families.kernels import row_extra_grad, row_fourth, row_moments
