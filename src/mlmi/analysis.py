@@ -86,7 +86,7 @@ def _random_parameters(fit: GLMMResult) -> dict[str, float]:
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             out[f"cor({names[i]},{names[j]})"] = float(corr[i, j])
-    if fit.family.name == "gaussian":
+    if fit.family.scale_parameter:
         out["sigma"] = float(fit.sigma)
     return out
 
