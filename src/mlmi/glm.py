@@ -127,9 +127,8 @@ def irls(
     fw = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     starts = np.asarray(starts, dtype=np.intp)
     m = starts.size
-    counts = np.diff(np.append(starts, n))
-    row_group = np.repeat(np.arange(m), counts)
-    XX = X[:, :, None] * X[:, None, :]
+    bounds = np.append(starts, n)
+    groups = [slice(bounds[g], bounds[g + 1]) for g in range(m)]
     penalty = ridge * np.eye(p)
     mu, eta = fam.irls_start(y)
     beta = np.zeros((m, p))
@@ -138,37 +137,35 @@ def irls(
     failed = np.zeros(m, dtype=bool)
     n_iter = np.zeros(m, dtype=np.int64)
     dev_old = np.full(m, np.inf)
+    dev = np.empty(m)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for _ in range(maxit):
-            w = np.maximum(fam.irls_weights(mu), _EPS)
-            z = eta + (y - mu) / w
-            XtWX = np.add.reduceat(XX * (w * fw)[:, None, None], starts, axis=0)[active]
-            XtWz = np.add.reduceat(X * (w * z * fw)[:, None], starts, axis=0)[active]
-            XtWX += penalty
-            idx = np.flatnonzero(active)
-            n_iter[idx] += 1
-            try:
-                beta[idx] = np.linalg.solve(XtWX, XtWz[:, :, None])[:, :, 0]
-            except np.linalg.LinAlgError:
-                for j, A, b in zip(idx, XtWX, XtWz, strict=True):
-                    try:
-                        beta[j] = np.linalg.solve(A, b)
-                    except np.linalg.LinAlgError:
-                        failed[j] = True
-            bad = ~np.all(np.isfinite(beta), axis=1)
-            failed |= bad
-            beta[bad] = 0.0
-            eta = fam.clip_eta(np.einsum("ij,ij->i", X, beta[row_group]))
-            mu = fam.inverse_link(eta)
-            dev = np.add.reduceat(fw * fam.deviance_rows(y, eta, mu), starts)
+            w = np.maximum(fam.irls_weights(mu), _EPS) * fw
+            wz = w * eta + (y - mu) * fw  # w (eta + (y - mu) / w), the working response
+            for g in np.flatnonzero(active):
+                rows = groups[g]
+                Xg = X[rows]
+                n_iter[g] += 1
+                try:
+                    beta[g] = np.linalg.solve(Xg.T @ (Xg * w[rows, None]) + penalty,
+                                              Xg.T @ wz[rows])
+                except np.linalg.LinAlgError:
+                    failed[g] = True
+                if not np.all(np.isfinite(beta[g])):
+                    failed[g] = True
+                if failed[g]:
+                    beta[g] = 0.0
+                eta[rows] = fam.clip_eta(Xg @ beta[g])
+                mu[rows] = fam.inverse_link(eta[rows])
+                dev[g] = np.sum(fw[rows] * fam.deviance_rows(y[rows], eta[rows], mu[rows]))
             failed |= ~np.isfinite(dev)
             done = np.abs(dev - dev_old) / (np.abs(dev) + 0.1) < tol
             converged |= done & active & ~failed
             active &= ~(done | failed)
-            dev_old = dev
+            dev_old = dev.copy()
             if not active.any():
                 break
-        w = np.maximum(fam.irls_weights(mu), _EPS)
-        info = np.add.reduceat(XX * (w * fw)[:, None, None], starts, axis=0) + penalty
+        w = np.maximum(fam.irls_weights(mu), _EPS) * fw
+        info = np.stack([X[rows].T @ (X[rows] * w[rows, None]) + penalty for rows in groups])
     failed |= ~np.all(np.isfinite(info), axis=(1, 2))
     return IRLSFit(beta, info, converged & ~failed, failed, n_iter)
