@@ -49,7 +49,7 @@ def _cdf_terms(x):
     return F, G, f, f1, f2, f3
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def _row(y, eta, extra):
     """(log p, r1, r2, r3, r4) of one row; extra holds the K - 1 ordered thresholds."""
     k = int(y)
@@ -96,21 +96,29 @@ def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
     Returns the number of entries filled (0, 1 or 2)."""
     k = int(y)
     K1 = extra.shape[0]
-    ll, r1, r2, _, _ = _row(y, eta, extra)
-    if not np.isfinite(ll):
+    Fa, Ga, fa, f1a, f2a = 1.0, 0.0, 0.0, 0.0, 0.0
+    Fc, Gc, fc, f1c, f2c = 0.0, 1.0, 0.0, 0.0, 0.0
+    if k < K1:
+        Fa, Ga, fa, f1a, f2a, _ = _cdf_terms(extra[k] - eta)
+    if k > 0:
+        Fc, Gc, fc, f1c, f2c, _ = _cdf_terms(extra[k - 1] - eta)
+    D = Fa - Fc if Fa < 0.5 else Gc - Ga
+    if not D > 0.0:
         return 0
-    D = np.exp(ll)
+    r1 = (fa - fc) / D
+    r2 = (f1a - f1c) / D
     m = 0
-    for side in range(2):
-        j = k if side == 0 else k - 1
-        if j < 0 or j >= K1:
-            continue
-        s = 1.0 if side == 0 else -1.0
-        _, _, f, f1, f2, _ = _cdf_terms(extra[j] - eta)
-        idx[m] = j
-        dl[m] = s * f / D
-        dg1[m] = s * (r1 * f - f1) / D
-        dg2[m] = s * (2.0 * r1 * (f1 - r1 * f) - (f2 - r2 * f)) / D
+    if k < K1:  # theta_k, the upper boundary (s = +1)
+        idx[m] = k
+        dl[m] = fa / D
+        dg1[m] = (r1 * fa - f1a) / D
+        dg2[m] = (2.0 * r1 * (f1a - r1 * fa) - (f2a - r2 * fa)) / D
+        m += 1
+    if k > 0:  # theta_{k-1}, the lower boundary (s = -1)
+        idx[m] = k - 1
+        dl[m] = -fc / D
+        dg1[m] = -(r1 * fc - f1c) / D
+        dg2[m] = -(2.0 * r1 * (f1c - r1 * fc) - (f2c - r2 * fc)) / D
         m += 1
     return m
 
