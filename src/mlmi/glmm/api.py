@@ -74,6 +74,8 @@ def fit_glmm(
     for var in terms.variables:
         _check_column(data[var], var, terms.variables)
     y, levels = fam.encode(data[terms.response], terms.response)
+    if fam.fitter == "multinomial":  # names "<level>:<term>" need the levels
+        fam = fam.with_levels(levels)
     terms.learn_levels(data)
     X, W, groups = terms.model_arrays(data)
     # a named Series, so that the design's checks name the grouping column

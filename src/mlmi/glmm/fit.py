@@ -124,7 +124,15 @@ def fit_arrays(
         # the same will be true now: skip the attempt
         tried = isinstance(start, GLMMResult) and not start.rows_merged
         work = design if tried else design.compressed()
-        if nagq > 1:
+        if fam.fitter == "multinomial":
+            if nagq > 1:
+                raise InputError(
+                    f"nagq={nagq}: the multinomial family is fitted by the Laplace "
+                    "approximation only (nagq=1); its (K-1)q-dimensional random effects "
+                    "make quadrature impractical"
+                )
+            result = fam.fit(work, st, vcov, maxiter)
+        elif nagq > 1:
             result = fit_agq(work, fam, nagq, st, vcov)
         else:
             result = _fit_glmm_laplace(work, fam, st, vcov, maxiter)

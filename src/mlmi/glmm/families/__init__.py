@@ -19,12 +19,12 @@ values, extra parameters, response sampling) and its compiled per-row kernel; se
 from __future__ import annotations
 
 from ...exceptions import InputError
-from . import binomial, gaussian, negbin, ordinal, poisson
+from . import binomial, gaussian, multinomial, negbin, ordinal, poisson
 from ._base import Family
 
 FAMILIES: dict[str, Family] = {
     f.name: f for f in (gaussian.FAMILY, binomial.FAMILY, poisson.FAMILY, negbin.FAMILY,
-                        ordinal.FAMILY)
+                        ordinal.FAMILY, multinomial.FAMILY)
 }
 
 
