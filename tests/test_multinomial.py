@@ -381,3 +381,21 @@ def test_other_bad_input():
     with pytest.raises(InputError, match=r"nagq=5.*Laplace approximation only"):
         fit_arrays(y, X, W, g, "multinomial", nagq=5)
     assert get_family("multinomial") is FAMILY
+
+
+def test_predict_probabilities():
+    rng = np.random.default_rng(13)
+    y, X, _W, g = simulate(rng, 5, 80, K3_BETA, K3_PSI)
+    labels = np.array(["a", "b", "c"])
+    data = pd.DataFrame({"y": labels[y.astype(int)], "x1": X[:, 1], "x2": X[:, 2], "g": g})
+    fit = fit_glmm("y ~ x1 + x2 + (1 | g)", data, family="multinomial")
+    prob = fit.predict(data.head(4), type="response")
+    assert list(prob.columns) == ["a", "b", "c"]
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0)
+    # by hand: eta_k = x' beta_k + b_{g,k}
+    B = fit.beta.reshape(2, 3)
+    eta = X[:4] @ B.T + fit.b[g[:4]]
+    np.testing.assert_allclose(fit.predict(data.head(4)).to_numpy(), eta)
+    np.testing.assert_allclose(prob.to_numpy(), FAMILY.probabilities(eta))
+    pop = fit.predict(data.head(4), include_random=False)
+    np.testing.assert_allclose(pop.to_numpy(), X[:4] @ B.T)

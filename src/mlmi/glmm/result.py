@@ -232,6 +232,8 @@ class GLMMResult:
         the population-level prediction)."""
         if type not in ("link", "response"):
             raise InputError(f"type={type!r}: use 'link' or 'response'")
+        if self.family.fitter == "multinomial":
+            return self._predict_multinomial(X, W, cluster_index, type)
         eta = np.asarray(X, dtype=float) @ self.beta
         if W is not None and cluster_index is not None:
             ci = np.asarray(cluster_index)
@@ -240,6 +242,20 @@ class GLMMResult:
         if type == "response":
             return self.family.inverse_link(eta)
         return eta
+
+    def _predict_multinomial(self, X, W, cluster_index, type):
+        """n × (K-1) linear predictors (category-major beta and b), or n × K
+        probabilities for ``type="response"``."""
+        M = len(self.levels) - 1
+        X = np.asarray(X, dtype=float)
+        eta = X @ self.beta.reshape(M, -1).T
+        if W is not None and cluster_index is not None:
+            W = np.asarray(W, dtype=float)
+            ci = np.asarray(cluster_index)
+            known = ci >= 0
+            b = self.b[ci[known]].reshape(-1, M, W.shape[1])
+            eta[known] += np.einsum("ir,ikr->ik", W[known], b)
+        return self.family.probabilities(eta) if type == "response" else eta
 
     def predict(
         self,
@@ -259,6 +275,9 @@ class GLMMResult:
             ``False`` gives the population-level prediction (``re.form = NA``). Clusters
             not in the fit get random effects 0.
         type : ``"link"`` (linear predictor, lme4's default) or ``"response"`` (mean).
+            Multinomial fits return a DataFrame: the K - 1 log odds against the
+            reference category (``"link"``) or the K category probabilities
+            (``"response"``), a column per level.
         """
         if self._terms is None:
             raise InputError("predict(newdata) needs a formula fit; use predict_arrays")
@@ -280,12 +299,20 @@ class GLMMResult:
             )
         X, W, groups = self._terms.model_arrays(newdata, need_response=False,
                                                 need_group=include_random)
-        X = _align(X, self._terms.x_names, self.x_names)
+        multinomial = self.family.fitter == "multinomial"
+        keep = self.x_names
+        if multinomial:  # "<level>:<term>" -> the terms of one category
+            keep = [nm.split(":", 1)[1] for nm in self.x_names[:len(self.x_names)
+                                                              // (len(self.levels) - 1)]]
+        X = _align(X, self._terms.x_names, keep)
         ci = None
         if include_random:
             pos = {c: i for i, c in enumerate(self.clusters.tolist())}
             ci = np.array([pos.get(g, -1) for g in groups.tolist()])
         out = self.predict_arrays(X, W if include_random else None, ci, type=type)
+        if multinomial:  # a column per category: probabilities, or the K-1 log odds
+            cols = self.levels if type == "response" else self.levels[1:]
+            return pd.DataFrame(out, index=newdata.index, columns=[str(c) for c in cols])
         return pd.Series(out, index=newdata.index, name="fitted")
 
     # ------------------------------------------------------------------ display
