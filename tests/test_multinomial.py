@@ -339,6 +339,10 @@ def test_warm_start_from_previous_fit():
     warm = fit_arrays(y, X, W, g, "multinomial", x_names=names, start=cold)
     assert abs(warm.loglik - cold.loglik) < 1e-6
     assert warm.n_eval < cold.n_eval
+    assert cold.x_names[3] == "2:(Intercept)"  # unbound family: named by code
+    bound = fit_arrays(y, X, W, g, FAMILY.with_levels(["lo", "mid", "hi"]), x_names=names)
+    assert bound.x_names[3] == "hi:(Intercept)" and bound.levels == ["lo", "mid", "hi"]
+    assert abs(bound.loglik - cold.loglik) < 1e-9
 
 
 # ============================================================== (e) bad input

@@ -63,7 +63,9 @@ def fit_arrays(
     Parameters
     ----------
     y : response (n,). Binomial: 0/1; poisson and negbin: non-negative integer counts;
-        ordinal: category codes 0..K-1.
+        ordinal and multinomial: category codes 0..K-1 (multinomial: 0 is the reference
+        category; pass a bound family, ``get_family("multinomial").with_levels(levels)``,
+        to name the parameters by level instead of by code).
     X : fixed-effects design (n × p), including the intercept column if wanted.
     W : random-effects design (n × q): column 0 is usually the intercept, the others
         the predictors with a study-specific (random) slope.
