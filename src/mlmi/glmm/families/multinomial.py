@@ -666,6 +666,11 @@ class Multinomial(Family):
         """K: the bound levels' count, else 1 + the largest code."""
         return len(self.levels) if self.levels is not None else int(np.max(y)) + 1
 
+    def default_levels(self, y: np.ndarray) -> list:
+        """The bound levels, else the codes 0..K-1."""
+        return list(self.levels) if self.levels is not None else list(
+            range(self.n_categories(y)))
+
     def level_names(self, y: np.ndarray) -> list[str]:
         K = self.n_categories(y)
         return [str(v) for v in (self.levels if self.levels is not None else range(K))]
