@@ -214,10 +214,10 @@ def _start_theta(st: Start, q: int) -> np.ndarray:
     nth = q * (q + 1) // 2
     if st.theta is not None and len(st.theta) == nth:
         return np.asarray(st.theta, float).copy()
-    return _identity_theta(q)
+    return identity_theta(q)
 
 
-def _identity_theta(q: int) -> np.ndarray:
+def identity_theta(q: int) -> np.ndarray:
     """theta of Lambda = I (lme4's default start)."""
     lam = np.eye(q)
     return np.array([lam[r, c] for c in range(q) for r in range(c, q)])
@@ -348,7 +348,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     laplace_details(beta, lam, design.y, design.weights, design.X, design.W,
                     design.starts, fam.code, fam.extra_natural(extra), u, cond_inv, fisher)
     warnings_: list[FitWarning] = [FitWarning("info", m) for m in notes]
-    fisher_cov = _safe_inverse(fisher)
+    fisher_cov = safe_inverse(fisher)
     hessian = None
     extra_cov = np.full((ne, ne), np.nan)
     joint_cov = None
@@ -361,7 +361,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     if vcov == "hessian" or ne:
         step, central = hessian_step
         keep = list(range(p)) + [t for t in range(p + nth, p + nth + ne) if t not in held]
-        joint_cov, ok, hessian = _hessian_vcov(fun, opt.par, p, q, step=step,
+        joint_cov, ok, hessian = hessian_vcov(fun, opt.par, p, q, step=step,
                                                central=central, keep=keep, hold=held)
         if ok and held:
             full = np.full((p + ne, p + ne), np.nan)
@@ -385,7 +385,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     if nagq > 1:
         hessian = None  # of the AGQ objective: not a warm start for the Laplace fits
     if not opt.converged and hessian is not None:
-        opt.converged = _lme4_gradient_check(opt, hessian, p, q, hold=held)
+        opt.converged = lme4_gradient_check(opt, hessian, p, q, hold=held)
     loglik = -opt.value + fam.loglik_constant(design.y, design.weights)
     singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
     b = u @ lam.T
@@ -400,7 +400,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
         hessian=hessian, extra=extra, extra_cov=extra_cov, joint_cov=joint_cov,
         levels=fam.default_levels(design.y),
     )
-    _common_warnings(res, opt, warnings_, newton_failures)
+    common_warnings(res, opt, warnings_, newton_failures)
     for message in fam.check_extra(extra, design.y):
         warnings_.append(FitWarning("family", message))
     rows = np.repeat(np.arange(k), np.diff(design.starts))
@@ -416,7 +416,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     return res
 
 
-def _lme4_gradient_check(opt: OptimResult, hessian: np.ndarray, p: int, q: int,
+def lme4_gradient_check(opt: OptimResult, hessian: np.ndarray, p: int, q: int,
                          tol: float = 0.002, hold: list[int] = ()) -> bool:
     """lme4's convergence check (``checkConv``, ``check.conv.grad``): converged if, for
     every parameter not on the boundary, the smaller of |gradient| and |Hessian-scaled
@@ -437,7 +437,9 @@ def _lme4_gradient_check(opt: OptimResult, hessian: np.ndarray, p: int, q: int,
     return bool(np.max(np.minimum(np.abs(g), np.abs(scaled))) < tol)
 
 
-def _common_warnings(res: GLMMResult, opt: OptimResult, warnings_: list, newton_failures=0):
+def common_warnings(res: GLMMResult, opt: OptimResult, warnings_: list, newton_failures=0):
+    """Append the warnings every GLMM fit reports: non-convergence of the optimiser or of
+    the conditional modes, and a singular random-effects covariance."""
     if not opt.converged:
         g = np.max(np.abs(opt.grad)) if np.all(np.isfinite(opt.grad)) else np.nan
         warnings_.append(FitWarning(
@@ -458,14 +460,15 @@ def _common_warnings(res: GLMMResult, opt: OptimResult, warnings_: list, newton_
         ))
 
 
-def _safe_inverse(A: np.ndarray) -> np.ndarray:
+def safe_inverse(A: np.ndarray) -> np.ndarray:
+    """A's inverse, or NaN where A is singular (reported by the caller, never raised)."""
     try:
         return np.linalg.inv(A)
     except np.linalg.LinAlgError:
         return np.full_like(A, np.nan)
 
 
-def _hessian_vcov(
+def hessian_vcov(
     fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-4, central: bool = False,
     keep: list[int] | None = None, hold: list[int] = (),
 ) -> tuple[np.ndarray, bool, np.ndarray]:
@@ -559,7 +562,7 @@ def _fit_lmm(design: ClusterDesign, reml: bool, st: Start, maxiter: int = 1000) 
     for i in range(k):
         P = lam.T @ WX[i]
         A -= P.T @ Hinv[i] @ P
-    beta_cov = sigma2 * _safe_inverse(A)
+    beta_cov = sigma2 * safe_inverse(A)
     warnings_ = [FitWarning("info", m) for m in notes]
     singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
     res = GLMMResult(
@@ -572,6 +575,6 @@ def _fit_lmm(design: ClusterDesign, reml: bool, st: Start, maxiter: int = 1000) 
         x_names=list(design.x_names), w_names=list(design.w_names),
         clusters=design.clusters, n_obs=n, cluster_sizes=design.sizes,
     )
-    _common_warnings(res, opt, warnings_)
+    common_warnings(res, opt, warnings_)
     res.warnings = warnings_
     return res

@@ -817,7 +817,7 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     # evaluations for K = 4 with a random slope)
     theta0 = (np.asarray(st.theta, float).copy()
               if st.theta is not None and len(st.theta) == nth
-              else 0.5 * _fit._identity_theta(Q))
+              else 0.5 * _fit.identity_theta(Q))
     u = (np.array(st.u, dtype=float) if st.u is not None and np.shape(st.u) == (k, Q)
          else np.zeros((k, Q)))
 
@@ -867,8 +867,8 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     detail_failures = laplace_details(B, lam, yc, wt, X, W, starts, u, cond_inv, fisher, pis)
     newton_failures = max(failures[0], detail_failures)
     warnings_ = [FitWarning("info", m) for m in notes]
-    fisher_cov = _fit._safe_inverse(fisher)
-    joint_cov, ok, hessian = _fit._hessian_vcov(fun, opt.par, M * p, Q)
+    fisher_cov = _fit.safe_inverse(fisher)
+    joint_cov, ok, hessian = _fit.hessian_vcov(fun, opt.par, M * p, Q)
     if vcov == "hessian":
         beta_cov = joint_cov
         if not ok:
@@ -882,7 +882,7 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     if not ok:
         joint_cov = None
     if not opt.converged and hessian is not None:
-        opt.converged = _fit._lme4_gradient_check(opt, hessian, M * p, Q)
+        opt.converged = _fit.lme4_gradient_check(opt, hessian, M * p, Q)
     singular = bool(np.any(np.diag(lam) < _fit.SINGULAR_TOL))
     res = GLMMResult(
         family=fam, reml=False, nagq=1, beta=beta, beta_cov=beta_cov,
@@ -894,7 +894,7 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
         cluster_sizes=design.sizes, hessian=hessian, joint_cov=joint_cov,
         levels=list(fam.levels),
     )
-    _fit._common_warnings(res, opt, warnings_, newton_failures)
+    _fit.common_warnings(res, opt, warnings_, newton_failures)
     extreme = int(np.sum(wt[np.any(pis < 1e-10, axis=1) | (pis.sum(axis=1) > 1 - 1e-10)]))
     if extreme:
         warnings_.append(FitWarning(
