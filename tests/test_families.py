@@ -32,6 +32,14 @@ def test_digamma_matches_scipy():
 
 
 # ------------------------------------------------------------------ row kernels
+def kernel_at(name, natural):
+    """The kernels' ``extra`` for natural parameters (NB theta, ordinal thresholds)."""
+    fam = get_family(name)
+    if name == "negbin":
+        return fam.kernel_extra(np.log(natural))
+    return np.asarray(natural, dtype=float)
+
+
 ROW_CASES = [
     ("ordinal", 0.0, THRESHOLDS), ("ordinal", 1.0, THRESHOLDS), ("ordinal", 2.0, THRESHOLDS),
     ("ordinal", 3.0, THRESHOLDS), ("negbin", 0.0, np.array([2.5])),
@@ -61,8 +69,9 @@ def test_row_kernel_derivatives(name, y, extra, eta):
     def logp(e):
         return float(fam.loglik(np.array([y]), np.array([e]), 1.0, param)[0])
 
-    ll, g1, g2, g3 = row_moments(fam.code, y, eta, extra)
-    g4 = row_fourth(fam.code, y, eta, g2, g3, extra)
+    kex = kernel_at(name, extra)
+    ll, g1, g2, g3 = row_moments(fam.code, y, eta, kex)
+    g4 = row_fourth(fam.code, y, eta, g2, g3, kex)
     constant = fam.loglik_constant(np.array([y]), np.ones(1))
     assert ll + constant == pytest.approx(logp(eta), abs=1e-10)
     # five-point stencils (error O(h^4)); h = 1e-3 keeps rounding below 1e-8 even where
@@ -76,7 +85,7 @@ def test_row_kernel_derivatives(name, y, extra, eta):
     assert g2 > 0  # log-concave: the conditional modes are unique
 
     def moment(e, which):
-        return row_moments(fam.code, y, e, extra)[which]
+        return row_moments(fam.code, y, e, kex)[which]
 
     def stencil(which):
         v = [moment(eta + j * h, which) for j in (-2, -1, 1, 2)]
@@ -94,14 +103,14 @@ def test_row_extra_gradient(name, y, extra, eta):
     fam = get_family(name)
     idx = np.zeros(2, dtype=np.int64)
     dl, dg1, dg2 = np.empty(2), np.empty(2), np.empty(2)
-    n = row_extra_grad(fam.code, y, eta, extra, idx, dl, dg1, dg2)
+    n = row_extra_grad(fam.code, y, eta, kernel_at(name, extra), idx, dl, dg1, dg2)
     touched = set(idx[:n].tolist())
     for t in range(extra.size):
         h = 1e-6 * max(1.0, abs(extra[t]))
         e = np.zeros(extra.size)
         e[t] = h
-        up = np.array(row_moments(fam.code, y, eta, extra + e)[:3])
-        down = np.array(row_moments(fam.code, y, eta, extra - e)[:3])
+        up = np.array(row_moments(fam.code, y, eta, kernel_at(name, extra + e))[:3])
+        down = np.array(row_moments(fam.code, y, eta, kernel_at(name, extra - e))[:3])
         fd = (up - down) / (2 * h)
         if t not in touched:
             np.testing.assert_allclose(fd, 0.0, atol=1e-8)
@@ -149,7 +158,8 @@ def test_laplace_gradient_in_every_parameter(name):
         grad = np.zeros(p + nth)
         ge = np.zeros(extra.size)
         v, failed = laplace_objective(par[:p], theta_to_lambda(par[p:p + nth], q), y, wt, X,
-                                      W, starts, fam.code, par[p + nth:], u, grad, ge, want,
+                                      W, starts, fam.code, kernel_at(name, par[p + nth:]), u,
+                                      grad, ge, want,
                                       np.zeros((k, q, p + nth)), np.zeros(p + nth))
         assert failed == 0
         return v, np.concatenate([grad, ge])

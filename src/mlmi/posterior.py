@@ -997,8 +997,9 @@ def draw_random_effects(
         docstring. For gaussian the first three all draw from the closed-form posterior.
     sigma : residual SD (gaussian only).
     stats : :class:`SamplerStats` updated in place (optional).
-    extra : the family's own parameters on their natural scale
-        (``GLMMResult.family_params``: NB theta, ordinal thresholds); empty otherwise.
+    extra : the family's own parameters as its compiled kernels take them,
+        ``fit.family.kernel_extra(fit.extra)`` (NB theta and constants derived from it,
+        ordinal thresholds); empty for binomial and poisson.
 
     Returns
     -------

@@ -248,7 +248,7 @@ def _fit_glmm_laplace(
         core = par[:p + nth]
         dpar = np.zeros(p + nth) if last["par"] is None else core - last["par"]
         value, failed = laplace_objective(par[:p], lam, y, wt, X, W, starts, fam.code,
-                                          fam.extra_natural(alpha), u, grad, grad_extra,
+                                          fam.kernel_extra(alpha), u, grad, grad_extra,
                                           True, jac, dpar)
         last["par"] = core.copy()
         failures[0] = failed
@@ -304,7 +304,7 @@ def fit_agq(design: ClusterDesign, fam: Family, nagq: int, st: Start, vcov: str
 
     def value(par: np.ndarray) -> float:
         lam = theta_to_lambda(par[p:p + nth], q)
-        extra = fam.extra_natural(par[p + nth:])
+        extra = fam.kernel_extra(par[p + nth:])
         total, failures[0] = agq_objective(par[:p], lam, y, wt, X, W, starts, fam.code,
                                            extra, u, nodes, logw)
         return float(total)
@@ -346,7 +346,7 @@ def _glmm_result(design, fam, opt: OptimResult, fun, u, vcov, notes, newton_fail
     cond_inv = np.zeros((k, q, q))
     fisher = np.zeros((p, p))
     laplace_details(beta, lam, design.y, design.weights, design.X, design.W,
-                    design.starts, fam.code, fam.extra_natural(extra), u, cond_inv, fisher)
+                    design.starts, fam.code, fam.kernel_extra(extra), u, cond_inv, fisher)
     warnings_: list[FitWarning] = [FitWarning("info", m) for m in notes]
     fisher_cov = safe_inverse(fisher)
     hessian = None

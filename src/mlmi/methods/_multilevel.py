@@ -251,7 +251,9 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
         psi_star, psi_info = draw_psi_star(fit, problem.psi_draw, rng)
         sigma_star = draw_sigma()
 
-    extra = fit.family_params.to_numpy()  # NB theta, ordinal thresholds (at their MLE)
+    # the family's own parameters at their MLE (NB theta, ordinal thresholds): as the
+    # compiled kernels take them, and on the fit's scale for the response draw
+    kernel_extra = fam.kernel_extra(fit.extra)
 
     # 4. b_i* for the studies with missing Z
     miss = np.flatnonzero(problem.wy)
@@ -270,7 +272,7 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         b_star[sporadic] = draw_many(
             fam, problem.y[rows], X[rows], W[rows], starts, beta_star, psi_star, rng,
-            method=problem.sampler, sigma=sigma_star, stats=stats, extra=extra,
+            method=problem.sampler, sigma=sigma_star, stats=stats, extra=kernel_extra,
         )
 
     # 5. the missing values
@@ -280,7 +282,7 @@ def multilevel_step(problem: Problem, family: str) -> Draw:
         cap = count_mean_cap(problem.y[obs])
         clipped = int(np.sum(eta > cap))
         eta = np.minimum(eta, cap)
-    values = fam.sample(eta, rng, sigma_star, extra)
+    values = fam.sample(eta, rng, sigma_star, fit.extra)
 
     return Draw(values, {
         "n_sporadic": int(sporadic.size),

@@ -94,6 +94,12 @@ class Family:
         """Family parameters on their natural scale (e.g. theta from log theta)."""
         return np.asarray(extra, dtype=float)
 
+    def kernel_extra(self, extra: np.ndarray) -> np.ndarray:
+        """What the compiled row kernels receive as ``extra``: the natural parameters,
+        followed by any constants derived from them that would otherwise be recomputed
+        for every row (e.g. log-gamma of NB theta)."""
+        return self.extra_natural(extra)
+
     def extra_jacobian(self, extra: np.ndarray) -> np.ndarray:
         """d(natural parameters) / d(optimiser's parameters), for the delta method."""
         extra = np.asarray(extra, dtype=float)

@@ -24,21 +24,39 @@ NEGLIGIBLE_OVERDISPERSION = 0.01
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _logs(eta, log_theta):
+    """(eta - log(mu + theta), log theta - log(mu + theta)), each without cancellation
+    (theta may be 1e4 times the mean at the Poisson edge)."""
+    if eta > log_theta:
+        l1 = np.log1p(np.exp(log_theta - eta))
+        return -l1, (log_theta - eta) - l1
+    l1 = np.log1p(np.exp(eta - log_theta))
+    return (eta - log_theta) - l1, -l1
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _lgamma_ratio(y, theta, lgamma_theta):
+    """log Gamma(y + theta) - log Gamma(theta) = sum_{i<y} log(theta + i) for an integer
+    count y: the sum for small y (no cancellation of two large log-gammas)."""
+    if y < 16.0:
+        s = 0.0
+        for i in range(int(y)):
+            s += np.log(theta + i)
+        return s
+    return math.lgamma(y + theta) - lgamma_theta
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def moments(y, eta, extra):
-    """log p(y | eta, theta) without -log y!, and g1..g3 (extra = [theta]).
+    """log p(y | eta, theta) without -log y!, and g1..g3 (extra = [theta, log theta,
+    lgamma(theta), digamma(theta)]: :meth:`NegativeBinomial.kernel_extra`).
 
     With p = mu / (mu + theta): g1 = theta (y - mu) / (mu + theta) = y - (y + theta) p,
     g2 = (y + theta) p (1 - p), g3 = g2 (1 - 2p)."""
     theta = extra[0]
-    log_theta = np.log(theta)
-    # log(mu + theta) without overflow
-    if eta > log_theta:
-        lmt = eta + np.log1p(np.exp(log_theta - eta))
-    else:
-        lmt = log_theta + np.log1p(np.exp(eta - log_theta))
-    p = np.exp(eta - lmt)
-    ll = (y * eta + theta * log_theta - (y + theta) * lmt
-          + math.lgamma(y + theta) - math.lgamma(theta))
+    eta_lmt, lt_lmt = _logs(eta, extra[1])
+    p = np.exp(eta_lmt)
+    ll = y * eta_lmt + theta * lt_lmt + _lgamma_ratio(y, theta, extra[2])
     s = p * (1.0 - p)
     g2 = (y + theta) * s
     return ll, y - (y + theta) * p, g2, g2 * (1.0 - 2.0 * p)
@@ -76,17 +94,20 @@ def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
         d g1 = -p + (y + theta) s / theta,   d g2 = s - (y + theta)(1 - 2p) s / theta,
     with p = mu / (mu + theta), s = p (1 - p)."""
     theta = extra[0]
-    log_theta = np.log(theta)
-    if eta > log_theta:
-        lmt = eta + np.log1p(np.exp(log_theta - eta))
-    else:
-        lmt = log_theta + np.log1p(np.exp(eta - log_theta))
-    p = np.exp(eta - lmt)
-    q = np.exp(log_theta - lmt)  # 1 - p without cancellation
+    eta_lmt, lt_lmt = _logs(eta, extra[1])
+    p = np.exp(eta_lmt)
+    q = np.exp(lt_lmt)  # 1 - p without cancellation
     s = p * q
+    # psi(y + theta) - psi(theta) = sum_{i<y} 1 / (theta + i) for an integer count
+    if y < 16.0:
+        dpsi = 0.0
+        for i in range(int(y)):
+            dpsi += 1.0 / (theta + i)
+    else:
+        dpsi = digamma(y + theta) - extra[3]
     idx[0] = 0
-    dl[0] = (log_theta + 1.0 - lmt - (y + theta) * q / theta
-             + digamma(y + theta) - digamma(theta))
+    # 1 - (y + theta) / (mu + theta) = p - y q / theta
+    dl[0] = lt_lmt + p - y * q / theta + dpsi
     dg1[0] = -p + (y + theta) * s / theta
     dg2[0] = s - (y + theta) * (1.0 - 2.0 * p) * s / theta
     return 1
@@ -119,6 +140,13 @@ class NegativeBinomial(Family):
 
     def extra_names(self, levels):
         return ["theta"]
+
+    def kernel_extra(self, extra):
+        """[theta, log theta, lgamma(theta), digamma(theta)]: the last three are the same
+        for every row, so the kernels do not recompute them."""
+        log_theta = float(np.asarray(extra, dtype=float)[0])
+        theta = float(np.exp(log_theta))
+        return np.array([theta, log_theta, math.lgamma(theta), float(digamma(theta))])
 
     def extra_natural(self, extra):
         return np.exp(np.asarray(extra, dtype=float))
