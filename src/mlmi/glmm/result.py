@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings as _warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,9 @@ from ..exceptions import (
     SeparationWarning,
     SingularFitWarning,
 )
-from .families import Family
+
+if TYPE_CHECKING:  # annotations only: the families import nothing from here
+    from .families import Family
 
 _CATEGORIES: dict[str, type[MLMIWarning]] = {
     "convergence": ConvergenceWarning,

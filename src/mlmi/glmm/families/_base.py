@@ -76,10 +76,11 @@ class Family:
         """Number of family parameters beyond beta and Psi (0 by default)."""
         return 0
 
-    def start(self, y: np.ndarray, X: np.ndarray, wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rough start values (beta, extra) from a single-level fit."""
-        from ...glm import fit_glm
-
+    def start(self, y: np.ndarray, X: np.ndarray, wt: np.ndarray, fit_glm
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Rough start values (beta, extra) from a single-level fit; ``fit_glm`` is
+        :func:`mlmi.glm.fit_glm`, passed in by the engine (the single-level IRLS uses the
+        families, so a family does not import it)."""
         return fit_glm(y, X, self, maxit=8, tol=1e-6, weights=wt).beta, np.empty(0)
 
     def default_levels(self, y: np.ndarray) -> list | None:

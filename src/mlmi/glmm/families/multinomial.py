@@ -52,6 +52,7 @@ import pandas as pd
 from numba import njit
 
 from ...exceptions import InputError
+from .. import conventions
 from .._linalg import (
     chol_inplace,
     chol_inverse,
@@ -61,6 +62,8 @@ from .._linalg import (
     theta_diagonal_index,
     theta_to_lambda,
 )
+from ..optimize import SINGULAR_TOL, fit_with_boundary_checks
+from ..result import FitWarning, GLMMResult
 from ._base import Family
 
 MAX_CATEGORIES = 10
@@ -704,7 +707,7 @@ class Multinomial(Family):
         u = rng.random(prob.shape[0])
         return np.sum(u[:, None] >= cum, axis=1).astype(float)
 
-    def start(self, y, X, wt):
+    def start(self, y, X, wt, fit_glm):
         """Single-level multinomial logit by a few Newton steps (beta as an M × p matrix
         flattened category-major); empty extra."""
         K = int(np.max(y)) + 1
@@ -784,10 +787,6 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     (Q(Q+1)/2, lme4's order for the Q × Q factor Lambda)) with the exact gradient, then
     the Hessian-based covariance of beta (forward differences of the gradient), as the
     scalar families' fit in glmm/fit.py."""
-    from .. import fit as _fit  # the shared fit conventions (imported late: no cycle)
-    from ..optimize import fit_with_boundary_checks
-    from ..result import FitWarning, GLMMResult
-
     y = design.y
     yc = np.ascontiguousarray(y, dtype=np.int64)
     X, W, starts, wt = design.X, design.W, design.starts, design.weights
@@ -817,7 +816,7 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     # evaluations for K = 4 with a random slope)
     theta0 = (np.asarray(st.theta, float).copy()
               if st.theta is not None and len(st.theta) == nth
-              else 0.5 * _fit.identity_theta(Q))
+              else 0.5 * conventions.identity_theta(Q))
     u = (np.array(st.u, dtype=float) if st.u is not None and np.shape(st.u) == (k, Q)
          else np.zeros((k, Q)))
 
@@ -867,8 +866,8 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     detail_failures = laplace_details(B, lam, yc, wt, X, W, starts, u, cond_inv, fisher, pis)
     newton_failures = max(failures[0], detail_failures)
     warnings_ = [FitWarning("info", m) for m in notes]
-    fisher_cov = _fit.safe_inverse(fisher)
-    joint_cov, ok, hessian = _fit.hessian_vcov(fun, opt.par, M * p, Q)
+    fisher_cov = conventions.safe_inverse(fisher)
+    joint_cov, ok, hessian = conventions.hessian_vcov(fun, opt.par, M * p, Q)
     if vcov == "hessian":
         beta_cov = joint_cov
         if not ok:
@@ -882,8 +881,8 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     if not ok:
         joint_cov = None
     if not opt.converged and hessian is not None:
-        opt.converged = _fit.lme4_gradient_check(opt, hessian, M * p, Q)
-    singular = bool(np.any(np.diag(lam) < _fit.SINGULAR_TOL))
+        opt.converged = conventions.lme4_gradient_check(opt, hessian, M * p, Q)
+    singular = bool(np.any(np.diag(lam) < SINGULAR_TOL))
     res = GLMMResult(
         family=fam, reml=False, nagq=1, beta=beta, beta_cov=beta_cov,
         beta_cov_fisher=fisher_cov, vcov_method=vcov, theta=theta, psi=lam @ lam.T,
@@ -894,7 +893,7 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
         cluster_sizes=design.sizes, hessian=hessian, joint_cov=joint_cov,
         levels=list(fam.levels),
     )
-    _fit.common_warnings(res, opt, warnings_, newton_failures)
+    conventions.common_warnings(res, opt, warnings_, newton_failures)
     extreme = int(np.sum(wt[np.any(pis < 1e-10, axis=1) | (pis.sum(axis=1) > 1 - 1e-10)]))
     if extreme:
         warnings_.append(FitWarning(

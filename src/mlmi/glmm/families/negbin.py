@@ -127,9 +127,8 @@ class NegativeBinomial(Family):
     def n_extra(self, y):
         return 1
 
-    def start(self, y, X, wt):
+    def start(self, y, X, wt, fit_glm):
         """Poisson start for beta; theta by the method of moments on its residuals."""
-        from ...glm import fit_glm
         from .poisson import FAMILY as POISSON
 
         beta = fit_glm(y, X, POISSON, maxit=8, tol=1e-6, weights=wt).beta

@@ -202,7 +202,7 @@ class Ordinal(Family):
     def n_extra(self, y):
         return int(np.max(y)) if len(y) else 0
 
-    def start(self, y, X, wt):
+    def start(self, y, X, wt, fit_glm):
         """beta = 0; thresholds at the logits of the cumulative proportions."""
         K = int(np.max(y)) + 1
         counts = np.bincount(y.astype(np.int64), weights=wt, minlength=K)
