@@ -26,6 +26,7 @@ from mlmi.methods._multilevel import (
     draw_psi,
     draw_psi_star,
 )
+from mlmi.methods.base import DEFAULT_PSI_DRAW
 from mlmi.simulation import ampute, generate
 
 RANDOM = {"x1": ["y"], "x2": ["y"]}
@@ -257,6 +258,7 @@ def test_cli_choices_are_the_library_draws():
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     action = next(a for a in sub.choices["impute"]._actions if a.dest == "psi_draw")
     assert tuple(action.choices) == PSI_DRAWS
+    assert action.default == DEFAULT_PSI_DRAW
 
 
 # ----------------------------------------------------------------------- few studies

@@ -17,6 +17,9 @@ import numpy as np
 #: status of a study for one incomplete variable
 COMPLETE, SPORADIC, SYSTEMATIC = 0, 1, 2
 
+#: mlmi.impute's default draw of Psi* (psi_draw=); the evidence: docs/results/psi-draw.md
+DEFAULT_PSI_DRAW = "paper"
+
 
 @dataclass
 class Problem:
@@ -62,7 +65,7 @@ class Problem:
     status: np.ndarray
     rng: np.random.Generator
     sampler: str = "exact"
-    psi_draw: str = "paper"
+    psi_draw: str = DEFAULT_PSI_DRAW
     state: dict[str, Any] = field(default_factory=dict)
     cluster_role: int = -2
     n_levels: int = 0

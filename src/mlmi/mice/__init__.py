@@ -11,6 +11,7 @@ import pandas as pd
 from .._progress import Progress
 from .._threads import single_threaded_blas
 from ..exceptions import ImputationWarning, InputError
+from ..methods.base import DEFAULT_PSI_DRAW
 from .imputed import Imputed
 from .sampler import ChainResult, run_chain
 from .setup import Plan, make_plan
@@ -36,7 +37,7 @@ def impute(
     derived: dict | None = None,
     exclude: list[str] | None = None,
     by: str | None = None,
-    psi_draw: str = "paper",
+    psi_draw: str = DEFAULT_PSI_DRAW,
 ) -> Imputed:
     """Multiple imputation of clustered (IPD meta-analysis) data by chained equations.
 

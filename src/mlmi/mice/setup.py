@@ -31,6 +31,7 @@ import pandas as pd
 from ..exceptions import InputError, ModelError
 from ..methods import COMPLETE, SPORADIC, STRATEGIES, STUDY_LEVEL, SYSTEMATIC, get_method
 from ..methods._multilevel import PSI_DRAWS
+from ..methods.base import DEFAULT_PSI_DRAW
 from .columns import MANY_LEVELS, Expression, not_data, study_level_violations
 
 MAX_COUNT_LEVELS = 20
@@ -82,7 +83,7 @@ class Plan:
     derived: dict[str, Expression] = field(default_factory=dict)
     #: the grouping column of imputation by group (``by=``), if any
     by: str | None = None
-    psi_draw: str = "paper"
+    psi_draw: str = DEFAULT_PSI_DRAW
     #: incomplete variables observed with a single value: imputed with that value, not
     #: modelled (a model of a constant has nothing to estimate) and not a predictor
     constants: dict = field(default_factory=dict)
@@ -264,7 +265,7 @@ def make_plan(
     derived: dict | None = None,
     exclude: list[str] | None = None,
     fixed: Plan | None = None,
-    psi_draw: str = "paper",
+    psi_draw: str = DEFAULT_PSI_DRAW,
 ) -> Plan:
     """Validate the arguments of :func:`mlmi.impute` and build the imputation plan.
 
