@@ -75,9 +75,10 @@ def impute(
         df = m_obs around Lambda_hat = sum of the studies' conditional modes b_hat b_hat' —
         shrunken, so imputed data are less heterogeneous than the observed), "corrected"
         (the same Wishart with Lambda_hat = sum (b_hat b_hat' + Var(b | y)), shrinkage put
-        back) or "ml-normal" (theta*, lme4's relative Cholesky factor, drawn from the
-        normal approximation to the ML estimate's sampling distribution; proper with every
-        moment finite however few studies observe the variable). Rationale and evidence:
+        back) or "ml-normal" (Psi* from the normal approximation to the sampling
+        distribution of the ML estimate Psi_hat, by the delta method from the fit's
+        Hessian, negative eigenvalues set to 0; Gaussian tails however few studies observe
+        the variable). Rationale and evidence:
         docs/method.md and docs/results/psi-draw.md. Counted in .diagnostics:
         psi_floored, psi_fallbacks.
     seed : a non-negative integer; every random draw derives from it, and the same seed
