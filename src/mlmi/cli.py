@@ -99,17 +99,11 @@ def _parse_methods(items: list[str] | None) -> str | dict | None:
 
 def _parse_random(items: list[str] | None) -> dict | None:
     """--random VAR=PRED1,PRED2 (repeatable)."""
-    from .exceptions import InputError
-
-    if not items:
+    pairs = _parse_pairs(items, "--random", "VAR=PREDICTOR[,PREDICTOR…], e.g. x1=y")
+    if pairs is None:
         return None
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise InputError(f"--random {item!r}: use VAR=PREDICTOR[,PREDICTOR…], e.g. x1=y")
-        var, preds = item.split("=", 1)
-        out[var.strip()] = [p.strip() for p in preds.split(",") if p.strip()]
-    return out
+    return {var: [p.strip() for p in preds.split(",") if p.strip()]
+            for var, preds in pairs.items()}
 
 
 def _parse_pairs(items: list[str] | None, option: str, form: str) -> dict | None:
