@@ -75,6 +75,36 @@ def chol_inverse(L, out):
             out[i, j] = col[i]
 
 
+#: Newton's method for a cluster's conditional mode (every family): iteration limit, and
+#: the tolerance on the Newton decrement g'H^{-1}g — the mode within ~3e-8, so the Laplace
+#: log-determinant (not stationary at the mode) is accurate to ~1e-9 per cluster
+NEWTON_MAXIT = 60
+NEWTON_TOL = 1e-15
+
+#: outcomes of :func:`newton_update`
+NEWTON_FAILED, NEWTON_CONVERGED, NEWTON_STEPPED = 0, 1, 2
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def newton_update(H, g, step, u, uprev):
+    """One Newton step for a conditional mode: factor the curvature H (in place), solve
+    H step = g, and stop if the decrement g'step is below NEWTON_TOL; otherwise keep u in
+    ``uprev`` (for step halving) and move u to u - step. Returns NEWTON_FAILED (H not
+    positive definite), NEWTON_CONVERGED or NEWTON_STEPPED."""
+    if not chol_inplace(H):
+        return NEWTON_FAILED
+    chol_solve(H, g, step)
+    decrement = 0.0
+    for r in range(u.shape[0]):
+        decrement += g[r] * step[r]
+    if decrement < NEWTON_TOL:
+        return NEWTON_CONVERGED
+    for r in range(u.shape[0]):
+        uprev[r] = u[r]
+        u[r] -= step[r]
+    return NEWTON_STEPPED
+
+
 def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
     """Relative Cholesky factor Λ (lower triangular) from θ, lme4's column-major order.
 

@@ -41,12 +41,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._linalg import chol_inplace, chol_inverse, chol_logdet, chol_solve
+from ._linalg import (
+    NEWTON_CONVERGED,
+    NEWTON_MAXIT,
+    NEWTON_STEPPED,
+    chol_inverse,
+    chol_logdet,
+    chol_solve,
+    newton_update,
+)
 from .families.kernels import row_extra_grad, row_moments
-
-_NEWTON_MAXIT = 60
-_NEWTON_TOL = 1e-15  # on the Newton decrement g'H^{-1}g: mode within ~3e-8, so the
-# log-determinant term (not stationary at the mode) is accurate to ~1e-9 per cluster
 
 
 @njit(cache=True, error_model="numpy")
@@ -100,7 +104,7 @@ def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
     uprev = u.copy()
     objprev = np.inf
     scale = 1.0
-    for _ in range(_NEWTON_MAXIT):
+    for _ in range(NEWTON_MAXIT):
         obj = 0.0
         for r in range(q):
             g[r] = u[r]
@@ -134,17 +138,9 @@ def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
         for r in range(q):
             for c in range(r + 1, q):
                 H[r, c] = H[c, r]
-        if not chol_inplace(H):
-            return obj, False
-        chol_solve(H, g, step)
-        decrement = 0.0
-        for r in range(q):
-            decrement += g[r] * step[r]
-        if decrement < _NEWTON_TOL:
-            return obj, True
-        for r in range(q):
-            uprev[r] = u[r]
-            u[r] -= step[r]
+        status = newton_update(H, g, step, u, uprev)
+        if status != NEWTON_STEPPED:
+            return obj, status == NEWTON_CONVERGED
         objprev = obj
         scale = 1.0
     return obj, False

@@ -54,11 +54,13 @@ from numba import njit
 from ...exceptions import InputError
 from .. import conventions
 from .._linalg import (
-    chol_inplace,
+    NEWTON_CONVERGED,
+    NEWTON_MAXIT,
+    NEWTON_STEPPED,
     chol_inverse,
     chol_logdet,
-    chol_solve,
     lambda_to_theta,
+    newton_update,
     theta_diagonal_index,
     theta_to_lambda,
 )
@@ -67,9 +69,6 @@ from ..result import FitWarning, GLMMResult
 from ._base import Family
 
 MAX_CATEGORIES = 10
-
-_NEWTON_MAXIT = 60
-_NEWTON_TOL = 1e-15  # on the Newton decrement, as in glmm/laplace.py
 
 
 # ---------------------------------------------------------------------- compiled kernels
@@ -212,7 +211,7 @@ def _newton_mode(yc, wt, xb, W, lam, a, b, u, H, G, pis, Eb):
     ww = np.empty(qr.shape[0])
     objprev = np.inf
     scale = 1.0
-    for _ in range(_NEWTON_MAXIT):
+    for _ in range(NEWTON_MAXIT):
         for R in range(Q):
             acc = 0.0
             for c in range(R + 1):
@@ -236,17 +235,9 @@ def _newton_mode(yc, wt, xb, W, lam, a, b, u, H, G, pis, Eb):
                 acc -= lam[R, c] * Eb[R]
             g[c] = acc
         _congruence(lam, G, H, tmp)
-        if not chol_inplace(H):
-            return obj, False
-        chol_solve(H, g, step)
-        decrement = 0.0
-        for r in range(Q):
-            decrement += g[r] * step[r]
-        if decrement < _NEWTON_TOL:
-            return obj, True
-        for r in range(Q):
-            uprev[r] = u[r]
-            u[r] -= step[r]
+        status = newton_update(H, g, step, u, uprev)
+        if status != NEWTON_STEPPED:
+            return obj, status == NEWTON_CONVERGED
         objprev = obj
         scale = 1.0
     return obj, False
