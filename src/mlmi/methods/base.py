@@ -26,7 +26,9 @@ class Problem:
     """One univariate imputation step (mice's y, ry, x, type, wy, plus the study).
 
     variable : name of the incomplete variable Z being imputed.
-    vtype : its type, "binary" (0/1), "count" or "continuous".
+    vtype : its type, "binary" (0/1), "count", "continuous", "ordinal" (ordered
+        categories) or "nominal" (unordered categories); for the last two ``y`` holds the
+        category codes 0..L-1 (the first level the reference).
     y : current values of Z (observed values and the current imputations), float.
     ry : True where Z is observed (these rows are the data of the imputation model).
     wy : True where Z is to be imputed (the missing rows).
@@ -50,6 +52,11 @@ class Problem:
         predictor (one indicator per study: stratified imputation), 0 = ignored.
     n_levels : for a categorical variable, its number of categories L (``y`` holds the
         category codes 0..L-1, the first category the reference); 0 otherwise.
+    levels : the category labels of an ordinal or nominal variable, in code order (for
+        names in messages and fits); None otherwise.
+    limits : (lower, upper) bounds of the variable's possible values, or None: counts and
+        normal values are then drawn from the model truncated to [lower, upper] (not
+        clipped); either bound may be -inf / inf.
     """
 
     variable: str
@@ -69,6 +76,8 @@ class Problem:
     state: dict[str, Any] = field(default_factory=dict)
     cluster_role: int = -2
     n_levels: int = 0
+    levels: list | None = None
+    limits: tuple[float, float] | None = None
 
     @property
     def n_clusters(self) -> int:
