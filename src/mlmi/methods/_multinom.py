@@ -71,10 +71,12 @@ def _information(x: np.ndarray, w: np.ndarray, pr: np.ndarray) -> np.ndarray:
 
 def fit_multinom(x: np.ndarray, y: np.ndarray, n_levels: int,
                  weights: np.ndarray | None = None, *, maxit: int = 100,
-                 tol: float = 1e-10, ridge: float = 0.0) -> MultinomFit:
+                 tol: float = 1e-10, ridge: float = 0.0,
+                 start: np.ndarray | None = None) -> MultinomFit:
     """Maximum likelihood fit of the multinomial logistic regression of ``y`` (codes
     0..n_levels-1) on the design ``x`` (with its intercept column), by Newton's method
-    with step halving. ``weights``: frequency weights; ``ridge``: optional L2 penalty."""
+    with step halving. ``weights``: frequency weights; ``ridge``: optional L2 penalty;
+    ``start``: P × (L-1) coefficients to start from (a warm start; default 0)."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y).astype(np.int64)
     n, P = x.shape
@@ -83,6 +85,8 @@ def fit_multinom(x: np.ndarray, y: np.ndarray, n_levels: int,
     onehot = np.zeros((n, n_levels))
     onehot[np.arange(n), y] = 1.0
     beta = np.zeros((P, L1))
+    if start is not None and np.shape(start) == (P, L1) and np.all(np.isfinite(start)):
+        beta = np.array(start, dtype=float)
     ll = _loglik(x, onehot, w, beta) - 0.5 * ridge * float(np.sum(beta**2))
     converged = False
     used_ridge = ridge > 0
