@@ -5,16 +5,30 @@ from __future__ import annotations
 import itertools
 
 from ..exceptions import InputError
-from .design import MECHANISMS, OMEGA, OUTCOMES
+from .design import MECHANISMS, OMEGA, OUTCOMES, X1_TYPES
 
 STUDIES = (6, 10, 15, 20, 30)
 SYS = (0.1, 0.3)
 KEYS = ("outcome", "heterogeneity", "studies", "sys", "mechanism")
+#: optional scenario key: the type of x1 ("binary", the paper's, when absent)
+OPTIONAL_KEYS = ("x1",)
+#: issue 11's categorical extension: x1 a 4-category ordinal or nominal covariate
+CATEGORICAL = {"outcome": ("binary",), "heterogeneity": ("moderate", "strong"),
+               "studies": (10, 30), "sys": (0.3,), "mechanism": ("mar",),
+               "x1": ("ordinal", "nominal")}
 
 
 def scenario_id(s: dict) -> str:
-    """A stable, readable identifier, e.g. ``binary-strong-k10-sys0.3-mar``."""
-    return f"{s['outcome']}-{s['heterogeneity']}-k{s['studies']}-sys{s['sys']}-{s['mechanism']}"
+    """A stable, readable identifier, e.g. ``binary-strong-k10-sys0.3-mar`` (with
+    ``-x1ordinal`` / ``-x1nominal`` appended for a categorical x1)."""
+    sid = f"{s['outcome']}-{s['heterogeneity']}-k{s['studies']}-sys{s['sys']}-{s['mechanism']}"
+    x1 = s.get("x1", "binary")
+    return sid if x1 == "binary" else f"{sid}-x1{x1}"
+
+
+def x1_type(s: dict) -> str:
+    """The type of x1 in scenario ``s`` ("binary" unless the scenario says otherwise)."""
+    return s.get("x1", "binary")
 
 
 def scenarios(grid: str = "paper", **where) -> list[dict]:
@@ -22,7 +36,10 @@ def scenarios(grid: str = "paper", **where) -> list[dict]:
     heterogeneity ("weak"/"moderate"/"strong"), studies (6, 10, 15, 20, 30), sys (the
     proportion of systematically missing studies, 0.1 or 0.3) and mechanism
     ("mcar"/"mar"). ``grid="paper"``: all 120 combinations, in a fixed order.
-    ``grid="tiny"``: 2 small scenarios for smoke tests.
+    ``grid="tiny"``: 2 small scenarios for smoke tests. ``grid="categorical"``: issue 11's
+    extension, x1 a 4-category ordinal or nominal covariate (key ``x1``), binary outcome,
+    MAR, 30 % systematically missing studies, 10 and 30 studies, moderate and strong
+    heterogeneity (8 scenarios).
 
     ``where``: keep only the scenarios whose fields take the given value, or one of the
     given values, e.g. ``scenarios(outcome="binary", mechanism="mar", studies=[6, 10])``.
@@ -37,13 +54,17 @@ def scenarios(grid: str = "paper", **where) -> list[dict]:
             {"outcome": "continuous", "heterogeneity": "weak", "studies": 6, "sys": 0.1,
              "mechanism": "mcar"},
         ]
+    elif grid == "categorical":
+        keys = (*KEYS, "x1")
+        found = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(
+            *(CATEGORICAL[k] for k in keys))]
     else:
-        raise InputError(f"grid={grid!r}: use 'paper' or 'tiny'")
+        raise InputError(f"grid={grid!r}: use 'paper', 'categorical' or 'tiny'")
     for key, wanted in where.items():
-        if key not in KEYS:
+        if key not in (*KEYS, *OPTIONAL_KEYS):
             raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
         allowed = set(wanted) if isinstance(wanted, list | tuple | set) else {wanted}
-        found = [s for s in found if s[key] in allowed]
+        found = [s for s in found if s.get(key, "binary") in allowed]
     if not found:
         raise InputError(f"no scenario of grid {grid!r} has {where}")
     return found
@@ -62,8 +83,9 @@ def _key_values(text: str, what: str):
         if "=" not in part:
             raise InputError(f"{what} part {part!r} must look like key=value")
         key, value = (x.strip() for x in part.split("=", 1))
-        if key not in KEYS:
-            raise InputError(f"unknown scenario key {key!r}; use {list(KEYS)}")
+        if key not in (*KEYS, *OPTIONAL_KEYS):
+            raise InputError(f"unknown scenario key {key!r}; use "
+                             f"{list((*KEYS, *OPTIONAL_KEYS))}")
         yield key, value
 
 
@@ -100,3 +122,5 @@ def validate(s: dict) -> None:
         raise InputError(f"studies={s['studies']!r} must be an integer >= 2 dividing 3000")
     if not 0 <= s["sys"] < 1:
         raise InputError(f"sys={s['sys']!r} must be in [0, 1)")
+    if s.get("x1", "binary") not in X1_TYPES:
+        raise InputError(f"x1={s['x1']!r}: use one of {list(X1_TYPES)}")

@@ -146,6 +146,8 @@ def _task(scenario: dict, rep: int, seed: int, methods, m: int, maxit: int):
             frame.insert(0, key, scenario[key])
         frame.insert(len(KEYS), "scenario", scenario_id(scenario))
         frame.insert(len(KEYS) + 1, "rep", rep)
+        if "x1" in scenario:  # the categorical extension's key (absent: the paper's x1)
+            frame.insert(len(KEYS), "x1", scenario["x1"])
         frame["seed"] = seed
         frame["mlmi"] = __version__
         return scenario_id(scenario), rep, frame, None

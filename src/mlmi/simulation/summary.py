@@ -44,7 +44,9 @@ def summarize(results: str | Path | pd.DataFrame) -> pd.DataFrame:
     group_keys = [*KEYS, "scenario", "method", "parameter"]
     for key, g in results.groupby(group_keys, sort=False, dropna=False):
         rec = dict(zip(group_keys, key, strict=True))
-        true = truth(rec["heterogeneity"])[rec["parameter"]]
+        x1 = g["x1"].iloc[0] if "x1" in g else "binary"
+        rec["x1"] = x1 if isinstance(x1, str) else "binary"
+        true = truth(rec["heterogeneity"], rec["x1"])[rec["parameter"]]
         est = g["estimate"].to_numpy(dtype=float)
         ok = np.isfinite(est)
         rec.update(_measures(est[ok], g["std_error"].to_numpy(dtype=float)[ok],
@@ -54,7 +56,9 @@ def summarize(results: str | Path | pd.DataFrame) -> pd.DataFrame:
         rec["n_failed"] = int((~ok).sum())
         rec["seconds"] = float(g["seconds"].mean()) if "seconds" in g else np.nan
         rows.append(rec)
-    cols = [*group_keys, "truth", *MEASURES, "n_failed", "seconds"]
+    extra = ["x1"] if "x1" in results else []  # the categorical extension's runs
+    cols = [*KEYS, *extra, "scenario", "method", "parameter", "truth", *MEASURES,
+            "n_failed", "seconds"]
     return pd.DataFrame(rows, columns=cols)
 
 
