@@ -6,6 +6,8 @@ Monte Carlo standard errors (se), estimated from the draws themselves or from th
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.optimize import minimize
@@ -420,7 +422,8 @@ def test_pmm_exact_linear_relation_returns_nearest_donors(linear_data):
 # ------------------------------------------------------------ (e) end to end (STI)
 def test_stratified_strategy_is_registered():
     assert STRATEGIES["stratified"] == {"binary": "logreg", "count": "pmm",
-                                        "continuous": "norm"}
+                                        "continuous": "norm", "ordinal": "polr",
+                                        "nominal": "polyreg"}
     for name, types in [("logreg", ("binary",)), ("pmm", ("binary", "count", "continuous")),
                         ("norm", ("continuous",))]:
         info = get_method(name)
@@ -467,7 +470,8 @@ def test_stratified_end_to_end(outcome):
     assert d.loc[d["method"] == "logreg", "separated"].notna().all()
     assert (d.loc[d["method"] == "pmm", "n_donors"] == 5).all()
     summary = imp.summary()
-    assert summary["method"].to_dict() == {v: expected[v] for v in variables}
+    assert summary["method"].loc[list(variables)].to_dict() == {v: expected[v]
+                                                                for v in variables}
 
 
 def test_single_and_multilevel_methods_mix():
@@ -516,7 +520,16 @@ def test_norm_refuses_counts_and_logreg_refuses_continuous():
     data = ampute(generate("binary", "moderate", 6, rng, n_total=300), 0.3, "mar", rng)
     with pytest.raises(InputError, match=r"method 'norm' imputes continuous variables, but "
                                          r"'x2' is count"):
-        mlmi.impute(data, "st", method={"x1": "logreg", "x2": "norm"})
+        mlmi.impute(data, "st", method={"x1": "logreg", "x2": "norm"},
+                    types={"x2": "count"})
+    # without a declared type the method sets it (issue 11): x2 continuous, not rounded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp = mlmi.impute(data, "st", method={"x1": "logreg", "x2": "norm"}, m=1, maxit=1,
+                          seed=1)
+    assert imp.types["x2"] == "continuous"
+    assert "set by method 'norm'" in imp.plan.variables["x2"].reason
+    assert np.any(imp.imputations["x2"] != np.round(imp.imputations["x2"]))
     with pytest.raises(InputError, match=r"method 'logreg' imputes binary variables, but "
                                          r"'x2' is count"):
         mlmi.impute(data, "st", method="logreg")

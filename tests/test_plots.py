@@ -12,7 +12,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import mlmi
-from mlmi import plots
+from mlmi import plots, vartypes
 from mlmi.exceptions import InputError
 from mlmi.simulation import ampute, generate
 
@@ -162,7 +162,7 @@ def test_observed_vs_imputed_count_and_continuous_panels(imputed):
             assert bool(_by_gid(ax, "observed")) == (st != 2)
             assert bool(_by_gid(ax, "imputed")) == (st != 0)
         assert len(plots.observed_vs_imputed(imputed, var, by_study=False).axes) == 1
-        assert kind in plots._KINDS[imputed.types[var]]
+        assert kind in vartypes.REGISTRY[imputed.types[var]].plot_kinds
     # count bars: relative frequencies of the observed values of study 1
     fig = plots.observed_vs_imputed(imputed, "x2")
     x2 = imputed.data.loc[imputed.data.st == 1, "x2"].dropna().astype(int)

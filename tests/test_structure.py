@@ -37,8 +37,9 @@ def _quiet(func, *args, **kwargs):
 # ------------------------------------------------------------------ real data
 def test_brandsma_school_variables_constant_within_school():
     data = _shared("mice_brandsma.csv")
-    imp = _quiet(mlmi.impute, data, "sch", m=2, maxit=2, seed=4,
-                 types={"den": "categorical"})
+    # den (codes 1-4) is inferred nominal (issue 11: it was a count imputed 0-9)
+    imp = _quiet(mlmi.impute, data, "sch", m=2, maxit=2, seed=4)
+    assert imp.types["den"] == "nominal"
     assert imp.study_level == ["den", "ssi"]
     assert imp.methods["den"] == "2lonly.polyreg" and imp.methods["ssi"] == "2lonly.norm"
     assert "pup" in imp.excluded and "identifier" in imp.excluded["pup"]

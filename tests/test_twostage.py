@@ -445,7 +445,9 @@ def paper_data() -> pd.DataFrame:
 
 def test_strategy_registered():
     assert STRATEGIES["2stage"] == {"binary": "2l.2stage.bin", "count": "2l.2stage.pois",
-                                    "continuous": "2l.2stage.norm"}
+                                    "continuous": "2l.2stage.norm",
+                                    "ordinal": "2l.2stage.polr",
+                                    "nominal": "2l.2stage.polyreg"}
     for name in ("2l.2stage.bin", "2l.2stage.pois", "2l.2stage.norm",
                  "2l.2stage.bin.reml", "2l.2stage.pois.reml", "2l.2stage.norm.reml"):
         assert get_method(name).multilevel

@@ -36,6 +36,7 @@ MODULES = (
     ("mlmi.glmm", "two-level generalized linear mixed models"),
     ("mlmi.posterior", "draws of a study's random effects from their posterior"),
     ("mlmi.methods", "the registry of univariate imputation methods"),
+    ("mlmi.vartypes", "variable types: inference rule, coding, default methods, plots"),
     ("mlmi.simulation", "the paper's simulation study"),
     ("mlmi.datasets", "the synthetic CKD-like data set of the applied demonstration"),
     ("mlmi.plots", "figures for checking and reporting an imputation"),

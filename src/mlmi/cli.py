@@ -159,7 +159,7 @@ def _impute(args: argparse.Namespace) -> int:
     random = _parse_random(args.random)
     level = dict.fromkeys(args.level2, 2) if args.level2 else None
     derived = _parse_pairs(args.derived, "--derived", "NAME=EXPRESSION")
-    types = _parse_pairs(args.type, "--type", "VAR=TYPE")
+    types = _parse_pairs(args.type, "--types", "VAR=TYPE, e.g. den=nominal")
     out = check_writable(args.out, [args.input])
     stem = Path(args.out).with_suffix("")
     diag_path = check_writable(f"{stem}.diagnostics.csv", [args.input])
@@ -361,9 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--by", metavar="COL",
                      help="impute separately within each level of this fully observed "
                           "column (e.g. the treatment arm)")
-    imp.add_argument("--type", action="append", metavar="VAR=TYPE",
-                     help="override a variable's type (repeatable): binary, count, "
-                          "continuous or categorical")
+    imp.add_argument("--types", "--type", dest="type", action="append", metavar="VAR=TYPE",
+                     help="override a variable's inferred type (repeatable): binary, "
+                          "ordinal, nominal (alias categorical), count or continuous")
     imp.add_argument("--m", type=int, default=5, help="imputations (default 5)")
     imp.add_argument("--maxit", type=int, default=10, help="iterations (default 10)")
     imp.add_argument("--seed", type=int, default=None)

@@ -40,6 +40,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from . import vartypes
 from .exceptions import InputError
 from .methods import SYSTEMATIC
 from .mice.imputed import Imputed
@@ -301,10 +302,6 @@ def _chain_colors(n: int) -> list:
 
 
 # ====================================================================== observed vs imputed
-_KINDS = {"binary": ("proportion",), "count": ("bar", "strip"),
-          "continuous": ("density", "strip"), "categorical": ("bar",)}
-
-
 def observed_vs_imputed(imputed: Imputed, variable: str, by_study: bool = True, *,
                         kind: str | None = None, max_studies: int | None = None) -> Figure:
     """Observed against imputed values of ``variable``, study by study.
@@ -314,16 +311,18 @@ def observed_vs_imputed(imputed: Imputed, variable: str, by_study: bool = True, 
     imputations come from the other studies alone? Observed values are blue, imputed red
     (as in mice).
 
-    ``kind`` (default by the variable's type):
+    ``kind`` (default by the variable's type, :attr:`mlmi.vartypes.VarType.plot_kinds`):
 
     * ``"proportion"`` (binary) — one panel: per study the observed share of 1s with its
       95 % Wilson interval, the imputed share of every imputation (small red marks) and
       their mean (red diamond); systematic studies shaded. The dashed line is the
       observed share over all studies. Tick labels give ``imputed / participants``.
-    * ``"bar"`` (count) — one panel per study: relative frequencies of each value,
-      observed (blue) and imputed (red, all imputations together); the dotted grey line
-      is the observed distribution over all studies. Values above the range shown are
-      counted in the last bar (labelled "≥").
+    * ``"bar"`` (count, ordinal, nominal) — one panel per study: relative frequencies
+      of each value (of each category, labelled by its level, for ordinal and nominal
+      variables: the study's category shares), observed (blue) and imputed (red, all
+      imputations together); the dotted grey line is the observed distribution over all
+      studies. Count values above the range shown are counted in the last bar
+      (labelled "≥").
     * ``"density"`` (continuous) — one panel per study, as mice's ``densityplot``:
       kernel density of the observed values (thick blue) and of each imputation (thin
       red); the dotted grey line is the observed density over all studies. Groups too
@@ -341,7 +340,7 @@ def observed_vs_imputed(imputed: Imputed, variable: str, by_study: bool = True, 
         raise InputError(f"{variable!r} was not imputed; imputed variables: "
                          f"{list(imputed.imputations)}")
     vals = _values(imputed, variable)
-    allowed = _KINDS.get(vals["vtype"], ())
+    allowed = vartypes.REGISTRY[vals["vtype"]].plot_kinds
     if kind is None:
         kind = allowed[0]
     elif kind not in allowed:
@@ -370,8 +369,7 @@ def _values(imputed: Imputed, variable: str) -> dict:
     imp = np.asarray(imputed.imputations[variable], dtype=float)
     if imp.ndim == 1:
         imp = imp[None, :]
-    if spec.vtype == "count":
-        imp = np.round(imp)
+    imp = spec.kind.imputed_scale(imp)  # e.g. counts rounded as in the output
     k = plan.labels.size
     return {"variable": variable, "vtype": spec.vtype, "levels": spec.levels,
             "cluster": plan.cluster, "labels": plan.labels,
@@ -562,7 +560,7 @@ def _bars(v: dict, by_study: bool) -> Figure:
     over = (obs.size and np.max(obs) > top) or (imp.size and np.max(imp) > top)
     xs = np.arange(top + 1)
     ticks = [str(x) for x in xs]
-    if v["vtype"] == "categorical":  # category codes: label the bars with the levels
+    if vartypes.REGISTRY[v["vtype"]].categorical:  # codes: label the bars with the levels
         top = len(v["levels"]) - 1
         xs = np.arange(top + 1)
         ticks = [str(lv) for lv in v["levels"]]

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .. import vartypes
 from ..exceptions import InputError
 from .base import COMPLETE, SPORADIC, SYSTEMATIC, Draw, MethodInfo, Problem
 
 _REGISTRY: dict[str, MethodInfo] = {}
 
-#: strategy -> method per variable type
-STRATEGIES: dict[str, dict[str, str]] = {
-    "mlmi": {"binary": "2l.bin", "count": "2l.pois", "continuous": "2l.norm"},
-    "2stage": {"binary": "2l.2stage.bin", "count": "2l.2stage.pois",
-               "continuous": "2l.2stage.norm"},
-    "stratified": {"binary": "logreg", "count": "pmm", "continuous": "norm"},
-}
+#: strategy -> method per variable type (each type's defaults live with the type, in
+#: mlmi.vartypes)
+STRATEGIES: dict[str, dict[str, str]] = {s: vartypes.strategy_table(s)
+                                         for s in vartypes.STRATEGY_NAMES}
 
 #: method per type of a study-level variable (constant within studies), for every strategy
-STUDY_LEVEL: dict[str, str] = {"binary": "2lonly.bin", "count": "2lonly.pmm",
-                               "continuous": "2lonly.norm", "categorical": "2lonly.polyreg"}
+STUDY_LEVEL: dict[str, str] = vartypes.study_level_table()
 
 
 def register(name: str, *, types: tuple[str, ...], multilevel: bool, description: str = "",
@@ -36,7 +33,15 @@ def register(name: str, *, types: tuple[str, ...], multilevel: bool, description
     def deco(func: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"imputation method {name!r} is already registered")
-        _REGISTRY[name] = MethodInfo(name, tuple(types), multilevel, func, description,
+        # type names as the registry spells them ("categorical": both kinds of category)
+        names: list[str] = []
+        for t in types:
+            for c in (("ordinal", "nominal") if t == "categorical" else (t,)):
+                if c not in vartypes.REGISTRY:
+                    raise ValueError(f"method {name!r}: unknown variable type {t!r}")
+                if c not in names:
+                    names.append(c)
+        _REGISTRY[name] = MethodInfo(name, tuple(names), multilevel, func, description,
                                      level)
         return func
 

@@ -158,11 +158,12 @@ def impute_2lonly_bin(problem: Problem) -> Draw:
     return _run(problem, _bin)
 
 
-@register("2lonly.polyreg", types=("categorical",), multilevel=True, level=2,
+@register("2lonly.polyreg", types=("ordinal", "nominal"), multilevel=True, level=2,
           description="study-level variable: multinomial logistic regression on one row per "
                       "study (normal-approximation draw of the coefficients), copied to "
                       "the members")
 def impute_2lonly_polyreg(problem: Problem) -> Draw:
-    """Impute a categorical study-level variable (mice's 2lonly.polyreg); the variable's
+    """Impute an ordinal or nominal study-level variable (mice's 2lonly.polyreg; the order
+    of ordinal levels is not used); the variable's
     values are category codes 0..L-1 (``problem.n_levels`` = L)."""
     return _run(problem, _polyreg)

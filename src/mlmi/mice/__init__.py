@@ -54,9 +54,11 @@ def impute(
     cluster : the study (cluster) column; any dtype, no missing values.
     m : number of imputations (independent chains).
     maxit : iterations of the chained equations per chain.
-    method : None (pick by type: binary → "2l.bin", count → "2l.pois", continuous →
-        "2l.norm"), a strategy name ("mlmi"), one method name for every incomplete
-        variable, or a dict variable → method name ("" leaves a variable missing).
+    method : None (pick by type: binary → "2l.bin", ordinal → "2l.polr", nominal →
+        "2l.polyreg", count → "2l.pois", continuous → "2l.norm"), a strategy name
+        ("mlmi", "stratified", "2stage"), one method name for every incomplete variable,
+        or a dict variable → method name ("" leaves a variable missing). A method sets
+        the variable's type where the inferred type is not one it imputes.
     random : dict variable → predictors that get a random (study-specific) slope in
         that variable's imputation model, e.g. ``{"x1": ["y"], "x2": ["y"]}``; the
         random intercept is always present.
@@ -88,8 +90,12 @@ def impute(
     n_jobs : chains run in this many parallel processes (1: in this process; -1: one per
         core). Works from a plain script without a main guard, a notebook or
         ``python -``; Ctrl-C stops the workers at once.
-    types : override inferred variable types, dict variable → "binary", "count",
-        "continuous" or "categorical".
+    types : override inferred variable types, dict variable → "binary", "ordinal",
+        "nominal" ("categorical" is its alias), "count" or "continuous". Without it the
+        type is inferred by the rule of :mod:`mlmi.vartypes` (an integer column is a
+        count only where that is plausible; codes and bounded measurements are warned
+        about), or set by the method given for the variable; ``.summary()`` gives every
+        variable's type and the reason for it.
     scheduler : run the chains on a Dask cluster instead: a ``dask.distributed.Client``
         or the address of a scheduler (``"tcp://host:8786"``). Each chain is one task;
         the numbers are the same as in one process.

@@ -21,7 +21,7 @@ class Imputed:
     maxit : iterations per chain.
     methods : imputation method per incomplete variable ("" = left missing,
         "~expression" = derived).
-    types : the type of every variable (binary, count, continuous, categorical).
+    types : the type of every variable (binary, ordinal, nominal, count, continuous).
     predictor_matrix : roles of the predictors of each imputed variable (mice's codes:
         -2 the study, 1 fixed effect, 2 fixed effect and random slope, 3 fixed effects
         of the variable and its study mean, 0 not used).
@@ -205,8 +205,11 @@ class Imputed:
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> pd.DataFrame:
-        """Per imputed variable: method, type, sporadic/systematic studies, and the
-        totals of sampler proposals, acceptances, fallbacks and fit warnings."""
+        """Per variable: type, method and why it has that type (``type_reason``: the
+        inference rule that decided it, or ``types=`` / the method that set it); for
+        imputed variables also the sporadic/systematic studies and the totals of sampler
+        proposals, acceptances, fallbacks and fit warnings. Complete predictors come
+        last, with an empty method."""
         d = self.diagnostics
         rows = []
         for var in self.plan.imputed_variables:
@@ -214,6 +217,7 @@ class Imputed:
             st = self.plan.status[var]
             row = {"variable": var, "type": self.plan.variables[var].vtype,
                    "method": self.plan.methods[var],
+                   "type_reason": self.plan.variables[var].reason,
                    "n_missing": int(self.plan.missing[var].sum()),
                    "sporadic_studies": int(np.sum(st == 1)),
                    "systematic_studies": int(np.sum(st == 2))}
@@ -230,9 +234,16 @@ class Imputed:
         for var, value in self.plan.constants.items():
             rows.append({"variable": var, "type": self.plan.variables[var].vtype,
                          "method": f"constant ({_short(value)})",
+                         "type_reason": self.plan.variables[var].reason,
                          "n_missing": int(self.plan.missing[var].sum())})
-        columns = ["variable", "type", "method", "n_missing", "sporadic_studies",
-                   "systematic_studies"]
+        for var, v in self.plan.variables.items():
+            if var not in self.plan.methods and var not in self.plan.constants \
+                    and var not in self.plan.derived:
+                rows.append({"variable": var, "type": v.vtype,
+                             "method": "" if not v.n_missing else "(left missing)",
+                             "type_reason": v.reason, "n_missing": v.n_missing})
+        columns = ["variable", "type", "method", "type_reason", "n_missing",
+                   "sporadic_studies", "systematic_studies"]
         return _full_table(pd.DataFrame(rows, columns=None if rows else columns)
                            .set_index("variable"))
 
@@ -246,6 +257,7 @@ class Imputed:
                          f" (sporadic in {int(np.sum(st == 1))}, systematic in "
                          f"{int(np.sum(st == 2))} studies)"
                          + (", study-level" if var in self.plan.level2 else ""))
+            lines.append(f"  {'':<16} type: {self.plan.variables[var].reason}")
         for var, expr in self.plan.derived.items():
             lines.append(f"  {var:<16} derived     ~{expr.text}")
         if self.plan.by:
@@ -261,6 +273,14 @@ class Imputed:
             lines.append(f"  {var:<16} {'constant':<22} missing "
                          f"{int(self.plan.missing[var].sum())} (imputed with its only observed "
                          f"value {_short(value)})")
+        complete = [(var, v) for var, v in self.plan.variables.items()
+                    if var not in self.plan.methods and var not in self.plan.constants
+                    and var not in self.plan.derived]
+        if complete:
+            lines.append("  predictors:")
+            lines.extend(f"  {var:<16} {v.vtype:<11} {v.reason}"
+                         + (f" ({v.n_missing} missing, left missing)" if v.n_missing else "")
+                         for var, v in complete)
         if not self.plan.imputed_variables and not self.plan.constants \
                 and not self.plan.derived:
             lines.append("  no missing values: every completed data set equals the data")
@@ -279,39 +299,4 @@ def _full_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _restore(col: pd.Series, miss: np.ndarray, values: np.ndarray, spec) -> pd.Series:
     """Put imputed values into a copy of ``col`` in the column's own dtype and coding."""
-    out = col.copy()
-    if spec.vtype == "categorical":  # category codes -> levels
-        fill = np.array([spec.levels[int(k)] for k in np.round(values)], dtype=object)
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            out = out.astype(object)
-            out.iloc[np.flatnonzero(miss)] = fill
-            return out.astype(col.dtype)
-        if pd.api.types.is_numeric_dtype(col.dtype):
-            out.iloc[np.flatnonzero(miss)] = fill.astype(float)
-            return out.astype(col.dtype)
-        out = out.astype(object)
-        out.iloc[np.flatnonzero(miss)] = fill
-        return out
-    if spec.vtype == "binary":
-        lv = spec.levels
-        labels = np.where(values > 0.5, 1, 0)
-        if isinstance(col.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(
-                col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
-            fill = pd.Series([lv[k] for k in labels], index=col.index[miss], dtype=object)
-            if isinstance(col.dtype, pd.CategoricalDtype):
-                out = out.astype(object)
-                out.iloc[np.flatnonzero(miss)] = fill.to_numpy()
-                return out.astype(col.dtype)
-            if pd.api.types.is_bool_dtype(col.dtype) or str(col.dtype) == "boolean":
-                out = out.astype(object)
-                out.iloc[np.flatnonzero(miss)] = fill.to_numpy()
-                return out.astype(col.dtype)
-            out.iloc[np.flatnonzero(miss)] = fill.to_numpy()
-            return out
-        out.iloc[np.flatnonzero(miss)] = np.array([lv[k] for k in labels], dtype=float)
-        return out.astype(col.dtype)
-    if spec.vtype == "count":
-        out.iloc[np.flatnonzero(miss)] = np.round(values)
-        return out.astype(col.dtype)
-    out.iloc[np.flatnonzero(miss)] = values
-    return out.astype(col.dtype)
+    return spec.kind.decode(col, miss, values, spec.levels)

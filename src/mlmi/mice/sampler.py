@@ -6,9 +6,10 @@ iteration then imputes every incomplete variable once, in the visit sequence, fr
 its own model given the current values of the others. Observed values are never
 written to: only the rows where a variable is missing are.
 
-A study-level variable starts with one value per study (copied to its members); a
-categorical one is handled as category codes 0..L-1 (its dummy columns in the working
-matrix are rewritten from them). Derived variables are recomputed right after any of
+A study-level variable starts with one value per study (copied to its members); an
+ordinal or nominal one is handed to its method as category codes 0..L-1
+(``Problem.n_levels``, ``Problem.levels``) and its dummy columns in the working matrix are
+rewritten from the drawn codes after each step. Derived variables are recomputed right after any of
 their inputs changes, and the study means of predictor-matrix code 3 are recomputed
 from the current values before every univariate step.
 """
@@ -38,25 +39,23 @@ class ChainResult:
 
 
 def get_values(plan: Plan, work: np.ndarray, var: str, rows=slice(None)) -> np.ndarray:
-    """Current values of ``var`` (category codes 0..L-1 for a categorical variable)."""
+    """Current values of ``var`` (category codes 0..L-1 for an ordinal or nominal
+    variable, read from its dummy columns)."""
     spec = plan.variables[var]
-    if spec.vtype != "categorical":
+    if not spec.kind.categorical:
         return work[rows, spec.cols[0]]
-    dummies = work[rows][:, spec.cols]
-    codes = np.where(dummies.max(axis=1) > 0.5, dummies.argmax(axis=1) + 1.0, 0.0)
-    return np.where(np.isnan(dummies).any(axis=1), np.nan, codes)
+    return spec.kind.get(work[rows][:, spec.cols])
 
 
 def set_values(plan: Plan, work: np.ndarray, var: str, rows: np.ndarray,
                values: np.ndarray) -> None:
-    """Write ``values`` (codes for a categorical variable) into ``var``'s columns."""
+    """Write ``values`` (codes for an ordinal or nominal variable: its dummy columns are
+    rewritten) into ``var``'s columns."""
     spec = plan.variables[var]
-    if spec.vtype != "categorical":
+    if not spec.kind.categorical:
         work[rows, spec.cols[0]] = values
         return
-    codes = np.round(values).astype(np.int64)
-    work[np.ix_(rows, spec.cols)] = (codes[:, None] == np.arange(1, len(spec.cols) + 1)
-                                     ).astype(float)
+    work[np.ix_(rows, spec.cols)] = spec.kind.put(len(spec.cols), values)
 
 
 def initial_values(plan: Plan, work: np.ndarray, rng: np.random.Generator) -> None:
@@ -120,7 +119,8 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
                 cluster_labels=plan.labels, status=plan.status[var], rng=rng,
                 sampler=plan.sampler, psi_draw=plan.psi_draw, state=states[var],
                 cluster_role=int(plan.predictor_matrix.loc[var, plan.cluster]),
-                n_levels=len(spec.levels) if spec.vtype == "categorical" else 0,
+                n_levels=spec.kind.n_levels(spec.levels),
+                levels=list(spec.levels) if spec.kind.categorical else None,
             )
             t0 = time.perf_counter()
             try:

@@ -3,18 +3,13 @@
 All user input is validated here, once, with messages that name the argument and the
 offending value; the chained-equation loop then works on arrays only.
 
-Variable types (override with ``types=`` or by choosing a method):
-
-* **binary** — exactly two distinct observed values: 0/1 numbers, bool, or a two-level
-  categorical / string variable (the second level, in sorted or category order, is 1);
-* **count** — non-negative integer values with at most ``MAX_COUNT_LEVELS`` distinct
-  observed values (e.g. number of comorbidities); integer-valued measurements with
-  many values (age in years, blood pressure) are treated as continuous;
-* **continuous** — any other numeric variable;
-* **categorical** — a non-numeric variable with more than two levels: used as a
-  predictor through treatment (dummy) contrasts, first level the reference, columns
-  named ``<var><level>`` as in R; imputed only when it is study-level
-  (``2lonly.polyreg``).
+Variable types — binary, ordinal, nominal (alias categorical), count, continuous — are
+inferred from the observed values by the rule stated in :mod:`mlmi.vartypes` (where
+everything that depends on a type lives); ``types=`` overrides them, and a method given
+for a variable sets its type where they disagree (``method={"age": "2l.norm"}`` makes an
+integer column continuous). Ordinal and nominal variables enter the numeric working
+matrix as dummy columns ``<var><level>`` (treatment contrasts, first level the reference,
+as in R) and are imputed as category codes.
 
 Columns that are not data (identifiers, dates, row names) and ``exclude=`` columns stay
 out of every model; study-level variables, derived variables and study means as
@@ -29,13 +24,22 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import InputError, ModelError
-from ..methods import COMPLETE, SPORADIC, STRATEGIES, STUDY_LEVEL, SYSTEMATIC, get_method
+from ..methods import (
+    COMPLETE,
+    SPORADIC,
+    STRATEGIES,
+    STUDY_LEVEL,
+    SYSTEMATIC,
+    available_methods,
+    get_method,
+)
 from ..methods._multilevel import PSI_DRAWS
 from ..methods.base import DEFAULT_PSI_DRAW
+from .. import vartypes
 from .columns import MANY_LEVELS, Expression, not_data, study_level_violations
 
-MAX_COUNT_LEVELS = 20
-TYPES = ("binary", "count", "continuous", "categorical")
+MAX_COUNT_LEVELS = vartypes.MAX_COUNT_LEVELS
+TYPES = vartypes.TYPES
 SAMPLERS = ("exact", "prior-ar", "laplace", "marginal")
 
 
@@ -44,8 +48,9 @@ class Variable:
     """A column of the data as the imputation sees it.
 
     ``levels``: for binary variables the two original values (coded 0 and 1); for
-    categorical ones all levels (the first is the reference). ``cols``: its columns in
-    the numeric working matrix (one, or the dummies of a categorical variable).
+    ordinal and nominal ones all observed levels in code order (the first is the
+    reference). ``cols``: its columns in the numeric working matrix (one, or the dummies
+    of an ordinal or nominal variable). ``reason``: why it has its type.
     """
 
     name: str
@@ -54,6 +59,12 @@ class Variable:
     cols: list[int]
     col_names: list[str]
     n_missing: int
+    reason: str = ""
+
+    @property
+    def kind(self) -> vartypes.VarType:
+        """The registered type (encode, decode, default methods, plot kinds)."""
+        return vartypes.REGISTRY[self.vtype]
 
 
 @dataclass
@@ -138,38 +149,61 @@ class Plan:
 
 # ------------------------------------------------------------------------ types
 def infer_type(col: pd.Series) -> tuple[str, list | None]:
-    """Type and levels of a column from its observed values (see module docstring)."""
-    obs = col.dropna()
-    name = col.name
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        levels = list(col.cat.categories)
-        return ("binary" if len(levels) == 2 else "categorical"), levels
-    if pd.api.types.is_bool_dtype(col.dtype):
-        return "binary", [False, True]
-    if not pd.api.types.is_numeric_dtype(col.dtype):
-        _check_text_codes(col, obs)
-        values = sorted(pd.unique(obs), key=_sort_key)
-        if all(isinstance(v, (bool, np.bool_)) for v in values):
-            return "binary", [False, True]
-        if len(values) == 2:
-            return "binary", values
-        if len(values) < 2:
-            return "categorical", values
-        return "categorical", values
-    x = obs.to_numpy(dtype=float)
-    if x.size and not np.all(np.isfinite(x)):
-        raise InputError(f"column {name!r} has infinite values")
-    values = np.unique(x)
-    if values.size == 2 and set(values.tolist()) == {0.0, 1.0}:
-        return "binary", [_native(col, 0), _native(col, 1)]
-    if values.size == 2:
-        # two values whatever their codes (1/2, 1/3, -1/1): binary, the larger coded 1
-        # in the models and the imputations decoded back to the column's own codes
-        return "binary", [_native_value(col, values[0]), _native_value(col, values[1])]
-    if (values.size and np.all(values >= 0) and np.all(values == np.round(values))
-            and values.size <= MAX_COUNT_LEVELS and values.size > 2):
-        return "count", None
-    return "continuous", None
+    """Type and levels of a column from its observed values (the rule:
+    :mod:`mlmi.vartypes`)."""
+    if not pd.api.types.is_numeric_dtype(col.dtype) and not isinstance(
+            col.dtype, pd.CategoricalDtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        _check_text_codes(col, col.dropna())
+    found = vartypes.infer(col)
+    return found.vtype, found.levels
+
+
+def _method_of(method, var: str, n_missing: int) -> str | None:
+    """The method the user named for ``var`` (not a strategy), or None."""
+    name = method.get(var) if isinstance(method, dict) else method if n_missing else None
+    if not isinstance(name, str) or not name or name in STRATEGIES:
+        return None
+    return name
+
+
+def _decide_type(col: pd.Series, declared: str | None, method: str | None
+                 ) -> tuple[str, list | None, str, str | None]:
+    """Type, levels, the reason for the type and an inference warning (or None):
+    ``types=`` first, then a method that imputes other types than the inferred one
+    (the first of them the values allow, in the order binary, ordinal, nominal, count,
+    continuous) or whose first type is continuous for an inferred count, else the
+    inference."""
+    if not pd.api.types.is_numeric_dtype(col.dtype) and not isinstance(
+            col.dtype, pd.CategoricalDtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        _check_text_codes(col, col.dropna())
+    found = vartypes.infer(col)
+    if declared is not None:
+        out = vartypes.coerce(col, declared, found, f"types={{{col.name!r}: {declared!r}}}")
+        return out.vtype, out.levels, out.reason, None
+    if method is not None:
+        info = get_method(method)
+        if found.vtype not in info.types and found.vtype != "binary":
+            errors = []
+            for t in vartypes.TYPES:
+                if t not in info.types:
+                    continue
+                try:
+                    out = vartypes.coerce(col, t, found, f"set by method {method!r}")
+                except InputError as exc:
+                    errors.append(str(exc))
+                    continue
+                return out.vtype, out.levels, f"{out.reason}; inferred {found.vtype}", None
+            raise InputError(
+                f"method {method!r} imputes {' or '.join(info.types)} variables, but "
+                f"{col.name!r} is {found.vtype} ({found.reason})"
+                + (f": {errors[-1]}" if errors else ""))
+        if found.vtype == "count" and info.types[0] == "continuous":
+            # a method for continuous variables first (2l.norm, norm) named for an
+            # integer column: its draws are the model's, not rounded as a count
+            return ("continuous", None, f"set by method {method!r}, a model of continuous "
+                    f"variables; inferred count ({found.reason})", None)
+        return found.vtype, found.levels, f"{found.reason}; method {method!r}", None
+    return found.vtype, found.levels, found.reason, found.warning
 
 
 def _check_text_codes(col: pd.Series, obs: pd.Series) -> None:
@@ -188,61 +222,6 @@ def _check_text_codes(col: pd.Series, obs: pd.Series) -> None:
             f"{[_short(c) for c in codes]} ({len(text)} cell(s)); if they mean missing, "
             f"replace them by NaN (e.g. data.replace({codes[0]!r}, np.nan)) — mlmi impute "
             "reads '.' as missing and takes other codes with --na-values"
-        )
-
-
-def _native_value(col: pd.Series, value: float):
-    """A value in the column's own kind (int for integer columns, else float)."""
-    return int(value) if pd.api.types.is_integer_dtype(col.dtype) else float(value)
-
-
-def _sort_key(v):
-    return (str(type(v)), str(v))
-
-
-def _native(col: pd.Series, value: int):
-    """0/1 in the column's own kind (int for integer columns, else float)."""
-    return value if pd.api.types.is_integer_dtype(col.dtype) else float(value)
-
-
-def _coerce_type(col: pd.Series, vtype: str, inferred: tuple[str, list | None]):
-    """Apply a user's type override, checking the values allow it."""
-    name = col.name
-    obs = col.dropna()
-    if vtype not in TYPES:
-        raise InputError(f"types[{name!r}] = {vtype!r}: use one of {list(TYPES)}")
-    if vtype == inferred[0]:
-        return inferred
-    if vtype == "binary":
-        values = sorted(pd.unique(obs), key=_sort_key)
-        if len(values) != 2:
-            raise InputError(
-                f"variable {name!r} is declared binary but has {len(values)} distinct observed "
-                f"values {[_short(v) for v in values[:6]]}"
-            )
-        return "binary", values
-    if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
-        raise InputError(f"variable {name!r} (dtype {col.dtype}) cannot be treated as {vtype}")
-    if vtype == "count":
-        x = obs.to_numpy(dtype=float)
-        _check_counts(name, x)
-        return "count", None
-    if vtype == "categorical":
-        return "categorical", sorted(pd.unique(obs), key=_sort_key)
-    return "continuous", None
-
-
-def _check_counts(name: str, x: np.ndarray) -> None:
-    if np.any(x < 0):
-        raise InputError(
-            f"variable {name!r} has negative values {np.unique(x[x < 0])[:5].tolist()}; "
-            "a count (2l.pois) must be a non-negative integer"
-        )
-    frac = x != np.round(x)
-    if frac.any():
-        raise InputError(
-            f"variable {name!r} has non-integer values {np.unique(x[frac])[:5].tolist()}; "
-            "a count (2l.pois) must be a non-negative integer"
         )
 
 
@@ -332,6 +311,8 @@ def make_plan(
     if types is not None and not isinstance(types, dict):
         raise InputError(f"types={types!r} must be a dict variable -> type")
     types = dict(types or {})
+    for var, t in types.items():
+        types[var] = vartypes.canonical(t, f"types[{var!r}]")
     _check_names("types", types, [c for c in data.columns if c != cluster], cluster)
     derived_exprs = _parse_derived(derived, data, cluster)
     if any(d not in data.columns for d in derived_exprs):  # new columns, computed
@@ -361,6 +342,7 @@ def make_plan(
 
     # types and the numeric working matrix
     variables: dict[str, Variable] = {}
+    doubts: dict[str, str] = {}  # inference not sure: warned if the variable is imputed
     blocks, work_names = [], []
     for name in columns:
         col = data[name]
@@ -374,37 +356,40 @@ def make_plan(
             if not pd.api.types.is_numeric_dtype(col.dtype) and col.notna().any():
                 raise InputError(f"derived variable {name!r} has non-numeric values "
                                  f"(dtype {col.dtype})")
-            vtype, levels = "continuous", None
+            vtype, levels, reason = "continuous", None, "derived (computed from numbers)"
         elif fixed is not None and name in fixed.variables:
-            vtype, levels = fixed.variables[name].vtype, fixed.variables[name].levels
+            kept = fixed.variables[name]
+            vtype, levels, reason = kept.vtype, kept.levels, kept.reason
         else:
-            inferred = infer_type(col)
-            vtype, levels = (_coerce_type(col, types[name], inferred) if name in types
-                             else inferred)
+            vtype, levels, reason, warning = _decide_type(col, types.get(name),
+                                                          _method_of(method, name, n_missing))
+            if warning is not None and n_missing:
+                doubts[name] = warning
         block, names = _encode(col, vtype, levels)
         start = sum(b.shape[1] for b in blocks)
         variables[name] = Variable(name, vtype, levels, list(range(start, start + len(names))),
-                                   names, n_missing)
+                                   names, n_missing, reason)
         blocks.append(block)
         work_names.extend(names)
     work = np.column_stack(blocks) if blocks else np.empty((len(data), 0))
     for name, v in variables.items():
-        if v.vtype == "categorical" and len(v.levels) > MANY_LEVELS:
+        if v.kind.categorical and len(v.levels) > MANY_LEVELS:
             warns.append(
-                f"categorical variable {name!r} has {len(v.levels)} levels: "
+                f"{v.vtype} variable {name!r} has {len(v.levels)} levels: "
                 f"{len(v.cols)} dummy columns in every imputation model — is it an "
                 f"identifier? Leave it out with exclude=[{name!r}], or group its levels"
             )
-        elif v.vtype == "categorical" and v.n_missing == 0:
+        elif v.kind.categorical and v.n_missing == 0:
             notes.append(
-                f"categorical predictor {name!r} enters the imputation models as "
+                f"{v.vtype} predictor {name!r} enters the imputation models as "
                 f"{len(v.cols)} dummy column(s) {v.col_names} (reference level "
                 f"{_short(v.levels[0])!r})"
             )
     for name, expr in derived_exprs.items():
         for inp in expr.inputs:
-            if inp in variables and variables[inp].vtype == "categorical":
-                raise InputError(f"derived[{name!r}] uses the categorical variable {inp!r}; "
+            if inp in variables and variables[inp].kind.categorical:
+                raise InputError(f"derived[{name!r}] uses the {variables[inp].vtype} variable "
+                                 f"{inp!r}; "
                                  "use its dummy coding in a variable of its own")
 
     constants = _constants(data, variables, columns, derived_exprs, method, fixed, notes)
@@ -422,6 +407,9 @@ def make_plan(
                               warns)
     for name in constants:
         methods.pop(name, None)
+    for name, warning in doubts.items():
+        if methods.get(name):
+            warns.append(warning)
     pm = _predictor_matrix(predictor_matrix, random, variables, methods, columns, cluster,
                            derived_exprs, level2, constants)
     visit = _visit_sequence(visit_sequence, methods, columns)
@@ -583,7 +571,7 @@ def _study_level(data, codes, n_studies, variables, columns, level, derived, fix
 
 def _codes_of(v: Variable, col: pd.Series) -> np.ndarray:
     """The values of a variable as numbers (category codes for a categorical one)."""
-    if v.vtype in ("categorical", "binary") and v.levels is not None:
+    if v.levels is not None:  # binary, ordinal, nominal
         lookup = {lv: float(k) for k, lv in enumerate(v.levels)}
         return np.array([np.nan if pd.isna(x) else lookup.get(x, np.nan)
                          for x in col.to_numpy(dtype=object)])
@@ -600,28 +588,7 @@ def _check_names(arg: str, mapping: dict, columns: list[str], cluster: str) -> N
 
 def _encode(col: pd.Series, vtype: str, levels: list | None) -> tuple[np.ndarray, list[str]]:
     """Numeric columns of one variable (NaN where missing)."""
-    name = str(col.name)
-    if vtype == "binary":
-        values = col.to_numpy(dtype=object)
-        out = np.full(len(col), np.nan)
-        present = col.notna().to_numpy()
-        # the second level is coded 1 (1 == 1.0, so 0/1 columns of any numeric dtype
-        # keep their values; a 1/2 column becomes 0/1)
-        out[present] = (values[present] == levels[1]).astype(float)
-        return out[:, None], [name]
-    if vtype == "categorical":
-        values = col.to_numpy(dtype=object)
-        present = col.notna().to_numpy()
-        cols, names = [], []
-        for level in levels[1:]:
-            d = np.full(len(col), np.nan)
-            d[present] = (values[present] == level).astype(float)
-            cols.append(d)
-            names.append(f"{name}{level}")
-        if not cols:
-            return np.empty((len(col), 0)), []
-        return np.column_stack(cols), names
-    return col.to_numpy(dtype=float)[:, None], [name]
+    return vartypes.REGISTRY[vtype].encode(col, levels)
 
 
 def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str],
@@ -653,38 +620,36 @@ def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str
                     f"method[{var!r}] = {name!r}, but {var!r} has no missing values"
                 )
             if name in STRATEGIES:
-                name = STRATEGIES[name].get(variables[var].vtype, "")
+                name = _strategy_method(var, variables[var], name)
             per_var[var] = name
     else:
         raise InputError(
             f"method must be None, a method or strategy name, or a dict variable -> method; "
             f"got {type(method).__name__}"
         )
-    table = STRATEGIES[strategy]
     methods: dict[str, str] = {}
     for var in incomplete:
         v = variables[var]
         name = per_var.get(var)
         if name is None and var in level2:
-            name = STUDY_LEVEL[v.vtype]
-        if name is None:
-            if v.vtype not in table:
+            name = STUDY_LEVEL.get(v.vtype, "")
+            if name and name not in available_methods():
                 raise InputError(
-                    f"variable {var!r} is {v.vtype} with {v.n_missing} missing values; mlmi "
-                    f"imputes binary, count and continuous variables (strategy {strategy!r}: "
-                    f"{table}); give method[{var!r}] = '' to leave it missing"
-                )
-            name = table[v.vtype]
+                    f"{var!r} is a study-level {v.vtype} variable with {v.n_missing} missing "
+                    f"values; its method {name!r} is not available in this installation; "
+                    f"give method[{var!r}] (or '' to leave it missing)")
+        if name is None:
+            name = _strategy_method(var, v, strategy)
         if name:
             info = get_method(name)
             if "count" in info.types and v.vtype == "continuous" and \
                     "continuous" not in info.types:
                 # say what is wrong with the values (negative / fractional)
-                _check_counts(var, data[var].dropna().to_numpy(dtype=float))
+                vartypes.check_counts(var, data[var].dropna().to_numpy(dtype=float))
             if v.vtype not in info.types:
                 raise InputError(
                     f"method {name!r} imputes {' or '.join(info.types)} variables, but "
-                    f"{var!r} is {v.vtype}" + _type_hint(v)
+                    f"{var!r} is {v.vtype} ({v.reason})" + _type_hint(v)
                 )
             if info.level == 2 and var not in level2:
                 raise InputError(
@@ -705,8 +670,26 @@ def _assign_methods(method, variables: dict[str, Variable], incomplete: list[str
 
 def _type_hint(v: Variable) -> str:
     if v.vtype == "continuous":
-        return " (override with types={...: 'count'} if it is a count)"
+        return f" (override with types={{{v.name!r}: 'count'}} if it is a count)"
     return ""
+
+
+def _strategy_method(var: str, v: Variable, strategy: str) -> str:
+    """The method of ``strategy`` for the type of ``v``; a clear error where there is
+    none or it is not registered (e.g. a method of another package version)."""
+    name = STRATEGIES[strategy].get(v.vtype)
+    if not name:
+        raise InputError(
+            f"variable {var!r} is {v.vtype} with {v.n_missing} missing values; strategy "
+            f"{strategy!r} has no method for {v.vtype} variables ({STRATEGIES[strategy]}); "
+            f"give method[{var!r}] (or '' to leave it missing)")
+    if name not in available_methods():
+        raise InputError(
+            f"variable {var!r} is {v.vtype} ({v.reason}) with {v.n_missing} missing values; "
+            f"strategy {strategy!r} imputes {v.vtype} variables with {name!r}, which is not "
+            f"available in this installation (methods: {sorted(available_methods())}); give "
+            f"method[{var!r}] (or '' to leave it missing), or another type with types=")
+    return name
 
 
 def _predictor_matrix(pm, random, variables, methods, columns, cluster, derived=None,
