@@ -52,9 +52,15 @@ def test_right_skewed_counts_are_counts_few_values_warned():
     few = _infer(rng.choice([0, 1, 2], 500, p=[0.8, 0.15, 0.05]))
     assert few.vtype == "count"
     assert "only the values 0/1/2" in few.warning and "limits={'v': (0, 2)}" in few.warning
-    # 0/1/2 about equally often: codes, not a count
+    # 0/1/2 about equally often: still a count from 0, warned
     flat = _infer(rng.choice([0, 1, 2], 500))
-    assert flat.vtype == "nominal" and flat.warning
+    assert flat.vtype == "count" and "category codes" in flat.warning
+    # a binomial 0..4 (comorbidities) is a count whatever its skewness, not warned
+    small = _infer(rng.binomial(4, 0.5, 500))
+    assert small.vtype == "count" and small.warning is None
+    # a score 0..20 that is not skewed is not a count
+    score = _infer(np.clip(np.round(rng.normal(10, 3, 500)), 0, 20))
+    assert score.vtype == "continuous" and "bounded score" in score.warning
 
 
 def test_narrow_range_far_from_zero_and_bounded_scores_are_continuous_warned():

@@ -11,8 +11,8 @@ line in :data:`REGISTRY` — the driver (:mod:`mlmi.mice`), :mod:`mlmi.methods` 
 Types: ``binary``, ``ordinal``, ``nominal`` (``categorical`` is accepted as its alias),
 ``count`` and ``continuous``.
 
-How the type is inferred (:func:`infer`; override with ``types=`` or by choosing a method)
------------------------------------------------------------------------------------------
+How the type is inferred (:func:`infer`; ``types=`` or a method overrides it)
+-----------------------------------------------------------------------------
 Inference never silently picks a model that can produce values the variable cannot take.
 Where it cannot be sure, it says so in a warning that names the variable and the
 ``types=`` override (only for variables that are imputed: a complete predictor's type only
@@ -23,26 +23,28 @@ decides how it enters the models).
    coded 1).
 2. **ordinal** — a pandas *ordered* Categorical with more than two observed levels.
 3. **nominal** — an unordered Categorical or a text (string/object) column with more than
-   two levels; and integer **codes**: 3 to ``MAX_CODES`` (5) distinct values, all within
-   0..5, starting at 1 (e.g. a school denomination 1-4), or starting at 0 without the
-   right skew of a count (e.g. 0/1/2 about equally often). Codes are warned about: if they are ordered, use ``types={var: "ordinal"}``, if a count,
-   ``"count"``.
-4. **count** — integers, at least 3 distinct values and at most ``MAX_COUNT_LEVELS`` (20),
-   minimum 0 or 1, and right-skewed (sample skewness >= ``COUNT_SKEW`` = 0.25: the shape of
-   a Poisson or overdispersed count). A count with at most 4 distinct values (e.g. 0/1/2)
-   is warned about: it may be category codes (``types=`` ``"ordinal"`` / ``"nominal"``) or
-   a bounded count (``limits=``).
+   two levels; and integer **codes** 1..k: 3 to ``MAX_CODES`` (5) distinct values starting
+   at 1, none above 5 (e.g. a school denomination 1-4). Codes are warned about: if they
+   are ordered, use ``types={var: "ordinal"}``, if a count, ``"count"``.
+4. **count** — integers with 3 to ``MAX_COUNT_LEVELS`` (20) distinct values, and either
+   starting at 0 with at most 5 distinct values (a small count such as comorbidities 0-4)
+   or starting at 0 or 1 and right-skewed (sample skewness >= ``COUNT_SKEW`` = 0.25: the
+   shape of a Poisson or overdispersed count). A count with at most ``FEW_COUNT_VALUES``
+   (4) distinct values (e.g. 0/1/2) is warned about: it may be category codes
+   (``types=`` ``"ordinal"`` / ``"nominal"``) or a bounded count (``limits=``).
 5. **continuous** — everything else. Integer-valued columns land here when they have more
    than 20 distinct values (age in years, blood pressure: a measurement), when their range
-   is narrow and far from 0 (minimum >= 2 with at most 20 distinct values, e.g. age in
-   months 216-227), or when they are not right-skewed (a bounded score such as 1-20); the
-   last two are warned about (imputations by a normal model can leave the observed
+   is narrow and far from 0 (minimum >= 2 and above the range, with at most 20 distinct
+   values, e.g. age in months 216-227), or when they are not a count by rule 4 (a bounded
+   score such as 1-20, not right-skewed); the last two are warned about (imputations by a normal model can leave the observed
    range: ``limits=``, ``method="2l.pmm"``, or ``types={var: "count"}`` if it is a count).
+   A score 0-20 that is not right-skewed is a bounded score too (continuous, warned).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -81,7 +83,7 @@ class VarType:
     #: category codes 0..L-1, entering the models as L-1 dummy columns
     categorical: bool = False
     #: strategy -> default method
-    methods: dict[str, str] = {}
+    methods: ClassVar[dict[str, str]] = {}
     #: method of a study-level variable (one value per study)
     study_level: str = ""
     #: kinds of the observed-vs-imputed figure, the first the default
@@ -191,7 +193,9 @@ def _hint(name, *types: str) -> str:
 # ====================================================================== the types
 class Binary(VarType):
     name = "binary"
-    methods = {"mlmi": "2l.bin", "2stage": "2l.2stage.bin", "stratified": "logreg"}
+    methods: ClassVar[dict[str, str]] = {
+        "mlmi": "2l.bin", "2stage": "2l.2stage.bin",
+        "stratified": "logreg"}
     study_level = "2lonly.bin"
     plot_kinds = ("proportion",)
 
@@ -337,7 +341,9 @@ class Categorical(VarType):
 
 class Ordinal(Categorical):
     name = "ordinal"
-    methods = {"mlmi": "2l.polr", "2stage": "2l.2stage.polr", "stratified": "polr"}
+    methods: ClassVar[dict[str, str]] = {
+        "mlmi": "2l.polr", "2stage": "2l.2stage.polr",
+        "stratified": "polr"}
 
     def infer(self, col, obs, facts):
         if isinstance(col.dtype, pd.CategoricalDtype) and col.cat.ordered:
@@ -350,7 +356,9 @@ class Ordinal(Categorical):
 
 class Nominal(Categorical):
     name = "nominal"
-    methods = {"mlmi": "2l.polyreg", "2stage": "2l.2stage.polyreg", "stratified": "polyreg"}
+    methods: ClassVar[dict[str, str]] = {
+        "mlmi": "2l.polyreg", "2stage": "2l.2stage.polyreg",
+        "stratified": "polyreg"}
 
     def infer(self, col, obs, facts):
         name = col.name
@@ -362,13 +370,11 @@ class Nominal(Categorical):
             levels, _ = self._levels(col, obs)
             return Inference("nominal", levels, f"text with {len(levels)} distinct values")
         v = facts.values
-        if facts.integer and 3 <= v.size <= MAX_CODES and v[-1] <= MAX_CODES and (
-                v[0] == 1 or (v[0] == 0 and facts.skew < COUNT_SKEW)):
+        if facts.integer and 3 <= v.size <= MAX_CODES and v[0] == 1 and v[-1] <= MAX_CODES:
             levels = [_native(col, x) for x in v]
             codes = "/".join(_fmt(x) for x in v)
-            why = "from 1" if v[0] == 1 else "from 0, not right-skewed like a count"
             return Inference(
-                "nominal", levels, f"integer codes {codes} (few values {why}: category "
+                "nominal", levels, f"integer codes {codes} (few values from 1: category "
                                    "codes)",
                 f"{name!r} has the integer values {codes}: read as the codes of an unordered "
                 f"category (nominal); if the categories are ordered use "
@@ -378,7 +384,9 @@ class Nominal(Categorical):
 
 class Count(VarType):
     name = "count"
-    methods = {"mlmi": "2l.pois", "2stage": "2l.2stage.pois", "stratified": "pmm"}
+    methods: ClassVar[dict[str, str]] = {
+        "mlmi": "2l.pois", "2stage": "2l.2stage.pois",
+        "stratified": "pmm"}
     study_level = "2lonly.pmm"
     plot_kinds = ("bar", "strip")
 
@@ -386,10 +394,12 @@ class Count(VarType):
         v, name = facts.values, col.name
         if not facts.integer or not 3 <= v.size <= MAX_COUNT_LEVELS or v[0] < 0 or v[0] > 1:
             return None
-        if facts.skew < COUNT_SKEW:
+        few = v[0] == 0 and v.size <= MAX_CODES  # a few values from 0: a small count
+        if facts.skew < COUNT_SKEW and not few:
             return None
-        reason = (f"non-negative integers {_fmt(v[0])}-{_fmt(v[-1])}, right-skewed "
-                  f"(skewness {facts.skew:.2f})")
+        shape = (f"right-skewed (skewness {facts.skew:.2f})" if facts.skew >= COUNT_SKEW
+                 else f"{v.size} values from 0")
+        reason = f"non-negative integers {_fmt(v[0])}-{_fmt(v[-1])}, {shape}"
         warning = None
         if v.size <= FEW_COUNT_VALUES:
             codes = "/".join(_fmt(x) for x in v)
@@ -416,7 +426,9 @@ class Count(VarType):
 
 class Continuous(VarType):
     name = "continuous"
-    methods = {"mlmi": "2l.norm", "2stage": "2l.2stage.norm", "stratified": "norm"}
+    methods: ClassVar[dict[str, str]] = {
+        "mlmi": "2l.norm", "2stage": "2l.2stage.norm",
+        "stratified": "norm"}
     study_level = "2lonly.norm"
     plot_kinds = ("density", "strip")
 
@@ -432,19 +444,20 @@ class Continuous(VarType):
                f"limits={{{name!r}: ({lo}, {hi})}} or method={{{name!r}: '2l.pmm'}}")
         if v[0] < 0:
             return Inference("continuous", None, f"integers {lo}-{hi} with negative values")
-        if v[0] >= 2:
+        if v[0] >= 2 and v[0] > v[-1] - v[0]:
             return Inference(
                 "continuous", None, f"integers in a narrow range far from 0 ({lo}-{hi}, "
                                     f"{v.size} values)",
                 f"{name!r} has {v.size} integer values in a narrow range far from 0 "
                 f"({lo}-{hi}): imputed as continuous; {fix}; if it is a count use "
                 f"{_hint(name, 'count')}")
+        shape = (f"not right-skewed (skewness {facts.skew:.2f}: a bounded score?)"
+                 if facts.skew < COUNT_SKEW else f"from {lo} (a count starts at 0 or 1)")
         return Inference(
-            "continuous", None, f"integers {lo}-{hi} not right-skewed (skewness "
-                                f"{facts.skew:.2f}: a bounded score?)",
-            f"{name!r} has {v.size} integer values {lo}-{hi}, not right-skewed like a count "
-            f"(a bounded score?): imputed as continuous; {fix}; if it is a count use "
-            f"{_hint(name, 'count')}, if ordered categories {_hint(name, 'ordinal')}")
+            "continuous", None, f"integers {lo}-{hi} {shape}",
+            f"{name!r} has {v.size} integer values {lo}-{hi}, {shape}: imputed as "
+            f"continuous; {fix}; if it is a count use {_hint(name, 'count')}, if ordered "
+            f"categories {_hint(name, 'ordinal')}")
 
     def coerce(self, col, obs):
         if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import vartypes
 from ..exceptions import InputError, ModelError
 from ..methods import (
     COMPLETE,
@@ -35,7 +36,6 @@ from ..methods import (
 )
 from ..methods._multilevel import PSI_DRAWS
 from ..methods.base import DEFAULT_PSI_DRAW
-from .. import vartypes
 from .columns import MANY_LEVELS, Expression, not_data, study_level_violations
 
 MAX_COUNT_LEVELS = vartypes.MAX_COUNT_LEVELS
