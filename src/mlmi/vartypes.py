@@ -36,8 +36,9 @@ decides how it enters the models).
    than 20 distinct values (age in years, blood pressure: a measurement), when their range
    is narrow and far from 0 (minimum >= 2 and above the range, with at most 20 distinct
    values, e.g. age in months 216-227), or when they are not a count by rule 4 (a bounded
-   score such as 1-20, not right-skewed); the last two are warned about (imputations by a normal model can leave the observed
-   range: ``limits=``, ``method="2l.pmm"``, or ``types={var: "count"}`` if it is a count).
+   score such as 1-20, not right-skewed); the last two are warned about (imputations by
+   a normal model can leave the observed range: ``limits=``, ``method="2l.pmm"``, or
+   ``types={var: "count"}`` if it is a count).
    A score 0-20 that is not right-skewed is a bounded score too (continuous, warned).
 """
 
