@@ -168,7 +168,7 @@ def test_binary_with_three_values():
     d.loc[0, "x1"] = 2.0
     with pytest.raises(InputError, match=r"'x1' is declared binary but has 3 distinct"):
         mlmi.impute(d, "st", types={"x1": "binary"})
-    with pytest.raises(InputError, match="imputes binary variables, but 'x1' is nominal"):
+    with pytest.raises(InputError, match="imputes binary variables, but 'x1' is count"):
         mlmi.impute(d, "st", method={"x1": "2l.bin"})
 
 
