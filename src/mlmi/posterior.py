@@ -113,6 +113,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from . import _posterior_mn as _mn
 from .exceptions import InputError
 from .glmm._linalg import chol_inplace, chol_solve
 from .glmm.families import Family, get_family
@@ -811,7 +812,7 @@ def _check_psi(psi, q: int) -> np.ndarray:
     return psi
 
 
-def _check_arrays(fam: Family, y, X, W, beta, starts=None):
+def _check_arrays(fam: Family, y, X, W, beta, starts=None, extra=None):
     y = np.ascontiguousarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     W = np.asarray(W, dtype=float)
@@ -825,12 +826,22 @@ def _check_arrays(fam: Family, y, X, W, beta, starts=None):
         raise InputError(f"X must be n × p with n = len(y) = {n}; got shape {X.shape}")
     if W.ndim != 2 or W.shape[0] != n or W.shape[1] < 1:
         raise InputError(f"W must be n × q with n = len(y) = {n}, q >= 1; got shape {W.shape}")
-    if beta.shape[0] != X.shape[1]:
+    if fam.fitter == "multinomial":
+        p = X.shape[1]
+        if p < 1 or beta.shape[0] < p or beta.shape[0] % p:
+            raise InputError(
+                f"beta has {beta.shape[0]} entries; the multinomial family needs (K - 1) × p "
+                f"of them, category-major, with p = {p} columns of X")
+        if fam.n_eta and beta.shape[0] != fam.n_eta * p:
+            raise InputError(
+                f"beta has {beta.shape[0]} entries; the family has {fam.n_eta + 1} "
+                f"categories, so (K - 1) × p = {fam.n_eta * p}")
+    elif beta.shape[0] != X.shape[1]:
         raise InputError(f"beta has {beta.shape[0]} entries but X has {X.shape[1]} columns")
     for name, arr in (("X", X), ("W", W), ("beta", beta)):
         if not np.all(np.isfinite(arr)):
             raise InputError(f"{name} has missing or non-finite values")
-    _check_response(fam, y)
+    extra = _check_response(fam, y, extra, beta.shape[0] // max(X.shape[1], 1))
     if starts is not None:
         starts = np.ascontiguousarray(starts, dtype=np.int64).reshape(-1)
         if (starts.shape[0] < 1 or starts[0] != 0 or starts[-1] != n
@@ -838,12 +849,52 @@ def _check_arrays(fam: Family, y, X, W, beta, starts=None):
             raise InputError(
                 f"starts must be non-decreasing offsets from 0 to len(y) = {n}; "
                 f"got {starts[:5].tolist()}{' ...' if starts.shape[0] > 5 else ''}")
-    return y, np.ascontiguousarray(X), np.ascontiguousarray(W), beta, starts
+    return y, np.ascontiguousarray(X), np.ascontiguousarray(W), beta, starts, extra
 
 
-def _check_response(fam: Family, y: np.ndarray) -> None:
-    """The family's own validator (it writes the message)."""
+def _check_codes(y: np.ndarray, K: int, what: str) -> None:
+    bad = (y < 0) | (y > K - 1) | (y != np.round(y))
+    if bad.any():
+        raise InputError(f"{what} response y must be category codes 0..{K - 1}; found "
+                         f"{np.unique(y[bad])[:5].tolist()}")
+
+
+def _check_response(fam: Family, y: np.ndarray, extra, M: int) -> np.ndarray | None:
+    """The response against the family, and the family's kernel parameters ``extra``.
+
+    A study's (or a few studies') rows need not show every category, so categorical
+    responses are checked as codes against the model's categories (ordinal: len(extra)
+    thresholds + 1; multinomial: M + 1), not by the family's fit-time validator, which
+    asks for every category to be observed."""
+    if extra is not None:
+        extra = np.ascontiguousarray(extra, dtype=float).reshape(-1)
+        if not np.all(np.isfinite(extra)):
+            raise InputError(f"extra (the {fam.name} family's parameters) has non-finite "
+                             f"values: {extra.tolist()}")
+    if fam.name == "ordinal":
+        if extra is None or extra.size < 1:
+            raise InputError("family='ordinal' needs extra = the K - 1 thresholds "
+                             "(fit.family.kernel_extra(fit.extra))")
+        if np.any(np.diff(extra) <= 0):
+            raise InputError(f"extra (ordinal thresholds) must be increasing; got "
+                             f"{extra.tolist()}")
+        if not np.all(np.isfinite(y)):
+            raise InputError("y has missing or non-finite values")
+        _check_codes(y, extra.size + 1, "ordinal")
+        return extra
+    if fam.name == "negbin":
+        if extra is None or extra.size != 4 or not extra[0] > 0:
+            raise InputError(
+                "family='negbin' needs extra = fit.family.kernel_extra(fit.extra) "
+                f"([theta, log theta, lgamma(theta), digamma(theta)], theta > 0); got "
+                f"{None if extra is None else extra.tolist()}")
+    if fam.fitter == "multinomial":
+        if not np.all(np.isfinite(y)):
+            raise InputError("y has missing or non-finite values")
+        _check_codes(y, M + 1, "multinomial")
+        return extra
     fam.validate_response(y)
+    return extra
 
 
 def _check_common(method, rng, sigma, fam):
@@ -1009,8 +1060,11 @@ def draw_random_effects(
     sigma = _check_common(method, rng, sigma, fam)
     if not (isinstance(size, (int, np.integer)) and size >= 1):
         raise InputError(f"size must be a positive integer; got {size!r}")
-    y, X, W, beta, _ = _check_arrays(fam, y, X, W, beta)
+    y, X, W, beta, _, extra = _check_arrays(fam, y, X, W, beta, extra=extra)
     n = y.shape[0]
+    if fam.fitter == "multinomial":
+        return _draw_multinomial(y, X, W, np.array([0, n], dtype=np.int64), beta, psi, rng,
+                                 method, stats, int(size))
     lam = _factor(_check_psi(psi, W.shape[1]))
     if method == "marginal":
         _count_direct(stats, size)
@@ -1107,7 +1161,9 @@ def draw_many(
     """
     fam = get_family(family)
     sigma = _check_common(method, rng, sigma, fam)
-    y, X, W, beta, starts = _check_arrays(fam, y, X, W, beta, starts)
+    y, X, W, beta, starts, extra = _check_arrays(fam, y, X, W, beta, starts, extra)
+    if fam.fitter == "multinomial":
+        return _draw_multinomial(y, X, W, starts, beta, psi, rng, method, stats, None)
     lam = _factor(_check_psi(psi, W.shape[1]))
     k, q = starts.shape[0] - 1, lam.shape[0]
     if method == "marginal":
@@ -1163,6 +1219,206 @@ def draw_many(
         logu = np.log(rng.random((todo.shape[0], m)))
         tot += _prior_ar_many(st.code, st.y, st.wt, st.xb, st.Z, st.starts, st.llmode,
                               PRIOR_AR_CAP, todo, P, logu, out, done, tries, st.extra)
+        todo = idx[~done]
+        total_m += m
+        m *= 4
+    if stats is not None:
+        stats.add(k, tot[0], tot[1], tot[2], tot[3])
+    return out @ lam.T
+
+
+# ================================================================ multinomial (vector eta)
+
+
+def _tri_factor(psi: np.ndarray) -> np.ndarray:
+    """A lower-triangular Lambda with Psi = Lambda Lambda' (the multinomial kernels use
+    the triangle): Cholesky if Psi is positive definite, else the eigen-factor turned
+    triangular by an LQ decomposition (Lambda_eig = L Q with Q orthogonal, so
+    L L' = Psi; zero variances give zero columns)."""
+    try:
+        return np.linalg.cholesky(psi)
+    except np.linalg.LinAlgError:
+        pass
+    lam = _factor(psi)
+    L = np.linalg.qr(lam.T, mode="r").T
+    sign = np.where(np.diag(L) < 0, -1.0, 1.0)
+    return np.ascontiguousarray(L * sign)
+
+
+@functools.lru_cache(maxsize=8)
+def _mn_tables(Q: int):
+    """Directions (unit vectors in R^Q), their neighbour cosine and the radii of the
+    multinomial bound search's screening grid (see :func:`_draw_multinomial`): 24 / 48
+    directions for Q = 2 / 3; for Q > 3 the ± axes, ± pairwise diagonals and (Q <= 6)
+    the 2^Q corners. The first radius is the ring where r of a normal target peaks."""
+    dirs, near = _directions(Q, 24, 48)
+    if 3 < Q <= 6:
+        corners = np.array(list(itertools.product((-1.0, 1.0), repeat=Q))) / np.sqrt(Q)
+        dirs = np.vstack([dirs, corners])
+    ring = math.sqrt(max((NU_T + Q) / C_SCALE - NU_T, 0.5))
+    radii = np.array([ring, 1.5, 3.0, 4.5])
+    return np.ascontiguousarray(dirs), near, radii
+
+
+class _MnStudy:
+    """The multinomial kernels' arrays for a set of studies (rows sorted by study),
+    identical rows of a study merged into weighted rows when that removes >= 1/4."""
+
+    def __init__(self, y, X, W, starts, beta, lam, merge=True):
+        n, p = X.shape
+        wt = None
+        if merge and n >= 16:
+            probe = min(n, 256)
+            keep, w, new_starts = _merge_rows(y.view(np.uint64), X.view(np.uint64),
+                                              W.view(np.uint64), y, X, W, starts, probe)
+            if 0 < keep.shape[0] <= 0.75 * n:
+                y, X, W, starts, wt = y[keep], X[keep], W[keep], new_starts, w
+        M = beta.shape[0] // p
+        self.yc = np.ascontiguousarray(y, dtype=np.int64)
+        self.wt = np.ones(y.shape[0]) if wt is None else wt
+        self.xb = np.ascontiguousarray(X @ beta.reshape(M, p).T)
+        self.W = np.ascontiguousarray(W)
+        self.lam = np.ascontiguousarray(lam)
+        self.starts = starts
+        self.k = starts.shape[0] - 1
+        self.Q = lam.shape[0]
+
+    def modes(self, stats=None):
+        k, Q = self.k, self.Q
+        self.U = np.zeros((k, Q))
+        self.L = np.zeros((k, Q, Q))
+        self.llmode = np.zeros(k)
+        failed = _mn.mn_modes(self.yc, self.wt, self.xb, self.W, self.lam, self.starts,
+                              self.U, self.L, self.llmode)
+        if stats is not None:
+            stats.mode_failures += int(failed)
+
+    def envelopes(self):
+        n, k, Q = self.yc.shape[0], self.k, self.Q
+        self.eta0 = np.empty((n, self.xb.shape[1]))
+        self.Zt = np.empty((n, self.xb.shape[1], Q))
+        self.B = np.zeros((k, Q, Q))
+        self.logM = np.zeros(k)
+        dirs, near, radii = _mn_tables(Q)
+        self.bound_passes = _mn.mn_envelopes(
+            self.yc, self.wt, self.xb, self.W, self.lam, self.starts, self.U, self.L,
+            self.llmode, NU_T, C_SCALE, dirs, near, radii, 3 if Q <= 2 else 4, self.eta0,
+            self.Zt, self.B, self.logM)
+
+
+def _draw_multinomial(y, X, W, starts, beta, psi, rng, method, stats, size):
+    """Posterior draws of b (category-major, Q = (K - 1) q) for the multinomial family.
+
+    ``size=None``: one draw for each study of ``starts`` (draw_many), else ``size``
+    draws of the one study (draw_random_effects). Same samplers as the scalar families
+    (module docstring): "exact" — t envelope at the mode with scale C_SCALE H^{-1}; its
+    bound log M = max r is searched by screening r on directions × radii (see
+    :func:`_mn_tables`) and Newton ascent from the best 3 (Q <= 2) or 4 points in
+    different directions, and checked at every proposal (raised and counted in
+    ``bound_exceeded`` when a proposal exceeds it); "laplace"; "marginal"; "prior-ar"."""
+    q = W.shape[1]
+    M = beta.shape[0] // X.shape[1]
+    Q = M * q
+    if np.shape(psi) != (Q, Q) and not (Q == 1 and np.size(psi) == 1):
+        raise InputError(
+            f"psi must be Q × Q with Q = (K - 1) q = {M} × {q} = {Q} for the multinomial "
+            f"family (b category-major); got shape {np.shape(psi)}")
+    lam = _tri_factor(_check_psi(np.reshape(psi, (Q, Q)), Q))
+    k = starts.shape[0] - 1
+    many = size is None
+    n_out = k if many else size
+    if method == "marginal":
+        _count_direct(stats, n_out)
+        return rng.standard_normal((n_out, Q)) @ lam.T
+    if k == 0:
+        return np.zeros((0, Q))
+    st = _MnStudy(y, X, W, starts, beta, lam)
+    st.modes(stats)
+    if method == "laplace":
+        idx = np.arange(k, dtype=np.int64) if many else np.zeros(size, dtype=np.int64)
+        u = np.empty((n_out, Q))
+        _normal_draws(st.U, st.L, idx, rng.standard_normal((n_out, Q)), u)
+        _count_direct(stats, n_out)
+        return u @ lam.T
+    out = np.zeros((n_out, Q))
+    if method == "exact":
+        st.envelopes()
+        if not many:
+            filled = used = exceeded = 0
+            rate = 0.7
+            n = st.yc.shape[0]
+            while filled < size:
+                m = int(np.ceil((size - filled) / rate * 1.05)) + 8
+                T, logu = _t_proposals(rng, (m,), Q)
+                filled, u_, e_ = _mn.mn_exact_one(st.yc, st.wt, st.eta0, st.Zt, 0, n,
+                                                  st.llmode[0], st.U[0], st.B[0], NU_T, st.logM,
+                                                  T, logu, out, filled)
+                used += u_
+                exceeded += e_
+                rate = max(filled / used, 1e-3)
+                if used > EXACT_CAP * size and filled < size:
+                    rest = np.empty((size - filled, Q))
+                    _normal_draws(st.U, st.L, np.zeros(size - filled, dtype=np.int64),
+                                  rng.standard_normal((size - filled, Q)), rest)
+                    out[filled:] = rest
+                    if stats is not None:
+                        stats.add(size, used, filled, exceeded, size - filled)
+                    return out @ lam.T
+            if stats is not None:
+                stats.add(size, used, size, exceeded, 0)
+            return out @ lam.T
+        idx = np.arange(k, dtype=np.int64)
+        done = np.zeros(k, dtype=np.bool_)
+        todo = idx
+        m = FIRST_BATCH
+        tot = np.zeros(3, dtype=np.int64)
+        total_m = 0
+        while todo.shape[0]:
+            T, logu = _t_proposals(rng, (todo.shape[0], m), Q)
+            tot += _mn.mn_exact_many(st.yc, st.wt, st.eta0, st.Zt, st.starts, st.llmode, st.U,
+                                     st.B, NU_T, st.logM, todo, T, logu, out, done)
+            todo = idx[~done]
+            total_m += m
+            if total_m > EXACT_CAP and todo.shape[0]:
+                rest = np.empty((todo.shape[0], Q))
+                _normal_draws(st.U, st.L, todo, rng.standard_normal((todo.shape[0], Q)), rest)
+                out[todo] = rest
+                if stats is not None:
+                    stats.add(k, tot[0], tot[1], tot[2], todo.shape[0])
+                return out @ lam.T
+            m *= 4
+        if stats is not None:
+            stats.add(k, tot[0], tot[1], tot[2], 0)
+        return out @ lam.T
+    # prior-ar
+    tot = np.zeros(4, dtype=np.int64)
+    if not many:
+        filled = tries = 0
+        m = 8
+        n = st.yc.shape[0]
+        while filled < size:
+            P = rng.standard_normal((m, Q))
+            logu = np.log(rng.random(m))
+            filled, tries, u_, ac, ex, fb = _mn.mn_prior_ar_run(
+                st.yc, st.wt, st.xb, st.W, st.lam, 0, n, st.llmode[0], PRIOR_AR_CAP, P, logu,
+                out, filled, tries)
+            tot += (u_, ac, ex, fb)
+            rate = max(filled / tot[0], 1.0 / PRIOR_AR_CAP)
+            m = min(int(np.ceil((size - filled) / rate * 1.05)) + 8, 1 << 20)
+        if stats is not None:
+            stats.add(size, tot[0], tot[1], tot[2], tot[3])
+        return out @ lam.T
+    idx = np.arange(k, dtype=np.int64)
+    done = np.zeros(k, dtype=np.bool_)
+    todo = idx
+    tries = np.zeros(k, dtype=np.int64)
+    m, total_m = 8, 0
+    while todo.shape[0]:
+        m = min(m, PRIOR_AR_CAP - total_m)
+        P = rng.standard_normal((todo.shape[0], m, Q))
+        logu = np.log(rng.random((todo.shape[0], m)))
+        tot += _mn.mn_prior_ar_many(st.yc, st.wt, st.xb, st.W, st.lam, st.starts, st.llmode,
+                                    PRIOR_AR_CAP, todo, P, logu, out, done, tries)
         todo = idx[~done]
         total_m += m
         m *= 4
