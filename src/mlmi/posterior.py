@@ -92,6 +92,21 @@ the b's their zero). Samplers (``method``):
 ``"marginal"``
     b ~ N(0, Psi): the prior, ignoring the study's data.
 
+Families. The scalar-eta families (binomial, poisson, negbin, ordinal) share the kernels
+above through their row kernels (families/kernels.py): each row's log p(y | eta) is
+concave in eta (for NB2 with a log link and fixed theta, d²/deta² log p = -(y + theta)
+theta mu / (mu + theta)² < 0; for the cumulative logit, log(F(a) - F(c)) of a
+log-concave F), so the curvature at the mode is positive definite and the mode unique.
+The multinomial family (vector eta, b in R^Q with Q = (K - 1) q, category-major) has its
+own compiled kernels in :mod:`mlmi._posterior_mn` with the same four samplers: the mode
+by the family's compiled Newton iteration, the same t envelope (nu = ``NU_T``, scale
+``C_SCALE`` H^{-1}), and a bound found by screening r on a grid of directions (24 for
+Q = 2, 48 for Q = 3, the ± axes, ± pairwise diagonals and corners for Q = 4..6) × radii
+(the normal target's ring, 1.5, 3, 4.5) and Newton ascent from the best 3 (Q <= 2) or 4
+points in different directions; checked at every proposal as above. Psi is factored as a
+lower-triangular Lambda (Cholesky, or for a singular Psi the eigen-factor made
+triangular by an LQ decomposition).
+
 Gaussian responses have a normal posterior: with M = Psi W'(W Psi W' + sigma² I)^{-1},
 mean M (y - X beta) and covariance Psi - M W Psi; it is computed in the equivalent
 u-form (precision I + Z'Z/sigma², Z = W Lambda, q×q work per study). ``"exact"``,
@@ -1036,12 +1051,16 @@ def draw_random_effects(
 
     Parameters
     ----------
-    family : "binomial" (logit), "poisson" (log), "gaussian" (identity) or a
-        :class:`~mlmi.glmm.families.Family`.
-    y : (n_i,) the study's observed responses.
+    family : "binomial" (logit), "poisson" (log), "negbin" (NB2, log), "ordinal"
+        (cumulative logit), "multinomial" (baseline-category logit), "gaussian"
+        (identity), or a :class:`~mlmi.glmm.families.Family`.
+    y : (n_i,) the study's observed responses (ordinal / multinomial: category codes
+        0..K-1; a study need not show every category).
     X : (n_i, p) fixed-effects design; W : (n_i, q) random-effects design.
-    beta : (p,) fixed effects; psi : (q, q) random-effects covariance (positive
-        semi-definite; a zero variance gives a zero effect).
+    beta : (p,) fixed effects — multinomial: ((K - 1) p,), category-major
+        (beta_1, ..., beta_{K-1}) as the fit's ``.beta``; psi : (Q, Q) random-effects
+        covariance, Q = q (multinomial: Q = (K - 1) q, b category-major as the fit's
+        ``.psi``), positive semi-definite; a zero variance gives a zero effect.
     size : number of draws (>= 1).
     rng : numpy Generator; every random number is taken from it.
     method : "exact" (default), "prior-ar", "laplace" or "marginal" — see the module
@@ -1054,7 +1073,7 @@ def draw_random_effects(
 
     Returns
     -------
-    (size, q) array of draws of b.
+    (size, Q) array of draws of b.
     """
     fam = get_family(family)
     sigma = _check_common(method, rng, sigma, fam)
@@ -1155,7 +1174,8 @@ def draw_many(
 
     Study i owns rows ``starts[i]:starts[i + 1]`` of ``y``, ``X``, ``W`` (rows sorted by
     study); the other arguments are those of :func:`draw_random_effects`. Returns a
-    (k, q) array. The per-study work (mode, envelope bound, proposals) runs in compiled
+    (k, Q) array (Q = q; multinomial: (K - 1) q, category-major). The per-study work
+    (mode, envelope bound, proposals) runs in compiled
     code; proposals are generated in numpy, ``FIRST_BATCH`` per study at first, then
     4× more for the studies still without an accepted draw.
     """
