@@ -12,9 +12,21 @@
    systematically missing there, from their posterior given the study's observed Z
    (and beta*, Psi*) if it is sporadically missing.
 5. Missing Z drawn from the model with beta* and b_i*.
+
+Each step is a named stage (:func:`fit_stage`, :func:`beta_star_stage`,
+:func:`psi_sigma_stage`, :func:`b_star_stage`, :func:`response_stage`) acting on a
+:class:`Step`; :func:`multilevel_step` composes them, and a method that differs in one
+stage (``2l.pmm``: matching instead of a model draw) composes its own in a few lines. The
+families with their own parameters (ordinal thresholds, NB theta) draw them jointly with
+beta* (METHOD.md §8); the multinomial family's random effects are (K-1) q-dimensional
+and every stage handles them.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +34,7 @@ import pandas as pd
 from ..exceptions import InputError, ModelError
 from ..glmm import fit_arrays, get_family
 from ..glmm._linalg import theta_diagonal_index, theta_to_lambda
+from ..glmm.families import Family
 from ..glmm.lmm import cross_products, lmm_profiled
 from ..glmm.optimize import SINGULAR_TOL
 from ..posterior import SamplerStats, draw_many
@@ -232,93 +245,391 @@ def _lmm_theta_hessian(fit, y, X, W, cluster) -> np.ndarray | None:
     return H
 
 
-def multilevel_step(problem: Problem, family: str) -> Draw:
-    """One univariate MLMI step for ``family`` ("binomial", "poisson", "gaussian")."""
+# ====================================================================== the stages
+#
+# One multilevel imputation step is the composition
+#
+#     step = fit_stage(problem, family)      # 1. the GLMM on the observed rows (warm start)
+#     beta_star_stage(step)                  # 2. (beta*, extra*) jointly
+#     psi_sigma_stage(step)                  # 3. Psi* (and sigma*)
+#     b_star_stage(step)                     # 4. b_i* per study with missing values
+#     values = response_stage(step)          # 5. the missing values
+#     return Draw(values, step.info())
+#
+# (:func:`multilevel_step`). A method that differs in one stage (2l.pmm replaces 5 by
+# matching) calls the others as they are. Each stage takes its random numbers from
+# ``problem.rng`` in this order, so a method's seeded numbers depend only on the stages
+# it calls.
+
+
+@dataclass
+class Step:
+    """The working state of one multilevel step, filled in stage by stage.
+
+    problem : the univariate problem (target, predictors, studies, rng, options).
+    fam : the response family (for ``"multinomial"`` bound to the observed categories).
+    X, W : the fixed- and random-effects designs of all rows ([1, x] and [1, x_slopes]).
+    obs, miss : rows where Z is observed (the data of the fit) and rows to impute.
+    y_obs : the response of the observed rows as the family takes it (categorical
+        families: codes of the categories present in the observed rows, 0..K'-1).
+    categories : for categorical families, the original codes of the K' categories
+        present in the observed rows (``categories[c]`` is the code of fitted category c);
+        None otherwise.
+    fit : the GLMM fit (``problem.state["fit"]`` holds it for the next warm start).
+    cols : columns of X the fit kept (collinear ones and, for the ordinal family, the
+        intercept get coefficient 0).
+    beta_star : fixed effects drawn, over all columns of X (p,), for the multinomial
+        family an M × p matrix (row k: category k + 1 against the reference).
+    extra_star : the family's own parameters drawn with beta* (optimiser's scale: NB
+        log theta, ordinal (theta_1, log increments)); empty for the others.
+    sigma_star, psi_star : the drawn residual SD (1 for non-gaussian families) and
+        between-study covariance (Q × Q, Q = q for scalar families, (K'-1) q for the
+        multinomial).
+    b_star : the drawn random effects per study (n_clusters × Q; 0 for studies without
+        missing values).
+    counts : what happened, for :meth:`info`.
+    """
+
+    problem: Problem
+    fam: Family
+    X: np.ndarray
+    W: np.ndarray
+    obs: np.ndarray
+    miss: np.ndarray
+    y_obs: np.ndarray
+    categories: np.ndarray | None = None
+    fit: Any = None
+    cols: np.ndarray | None = None
+    beta_star: np.ndarray | None = None
+    extra_star: np.ndarray = field(default_factory=lambda: np.empty(0))
+    sigma_star: float = 1.0
+    psi_star: np.ndarray | None = None
+    b_star: np.ndarray | None = None
+    stats: SamplerStats = field(default_factory=SamplerStats)
+    counts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_eta(self) -> int:
+        """Linear predictors per row: K' - 1 for the multinomial family, else 1."""
+        return self.fam.n_eta if self.fam.fitter == "multinomial" else 1
+
+    @property
+    def studies_missing(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sporadic, systematic) study codes among the studies with rows to impute."""
+        studies = np.unique(self.problem.cluster[self.miss])
+        st = self.problem.status[studies]
+        return studies[st == SPORADIC], studies[st == SYSTEMATIC]
+
+    def linear_predictor(self, rows: np.ndarray, beta: np.ndarray, b: np.ndarray
+                         ) -> np.ndarray:
+        """x' beta + w' b_study for ``rows``: beta over all columns of X (M × p for the
+        multinomial family), ``b`` per study code (n_clusters × Q). Returns (n,) or, for
+        the multinomial family, (n, M)."""
+        X, W = self.X[rows], self.W[rows]
+        bi = b[self.problem.cluster[rows]]
+        if self.n_eta == 1:
+            return X @ beta + np.einsum("ij,ij->i", W, bi)
+        M, q = self.n_eta, W.shape[1]
+        return X @ beta.T + np.einsum("ir,ikr->ik", W, bi.reshape(-1, M, q))
+
+    def info(self) -> dict[str, Any]:
+        """The diagnostics of the step (``Draw.info``)."""
+        sporadic, systematic = self.studies_missing
+        fit = self.fit
+        out = {
+            "n_sporadic": int(sporadic.size),
+            "n_systematic": int(systematic.size),
+            "proposals": self.stats.proposals,
+            "accepted": self.stats.accepted,
+            "bound_exceeded": self.stats.bound_exceeded,
+            "fallbacks": self.stats.fallbacks,
+            "mode_failures": self.stats.mode_failures,
+        }
+        out.update(self.counts)
+        if fit is not None:
+            out["fit_converged"] = bool(fit.converged)
+            out["fit_singular"] = bool(fit.singular)
+            out["fit_warnings"] = [str(w) for w in fit.warnings] + list(self.notes)
+        else:
+            out["fit_warnings"] = list(self.notes)
+        return out
+
+
+def fit_stage(problem: Problem, family: str | Family, *, state_key: str = "fit") -> Step:
+    """Stage 1: fit the two-level GLMM of Z to its observed rows by maximum likelihood,
+    warm-started from the previous iteration's fit (``problem.state[state_key]``).
+
+    For ordinal and nominal Z (``problem.y`` holds codes 0..L-1) only the categories
+    present in the observed rows are fitted (recoded 0..K'-1): a category without
+    observed values has no estimable threshold or coefficients, and the maximum-likelihood
+    imputation model gives it probability 0. Such categories are counted
+    (``empty_categories``) and named in the notes. Fewer than two observed categories is
+    an error raised by the caller (:func:`categorical_codes`)."""
     fam = get_family(family)
-    rng = problem.rng
     X, W = problem.design()
     obs = np.flatnonzero(problem.ry)
+    miss = np.flatnonzero(problem.wy)
+    y_obs = problem.y[obs]
+    categories = None
+    step_notes: list[str] = []
+    counts: dict[str, Any] = {}
+    if fam.name in ("ordinal", "multinomial"):
+        y_obs, categories, empty = categorical_codes(problem)
+        counts["empty_categories"] = len(empty)
+        if empty:
+            step_notes.append(
+                f"[empty-category] {problem.variable!r}: no observed value in "
+                f"categor{'y' if len(empty) == 1 else 'ies'} {empty}: not fitted, never "
+                "imputed (the model's maximum-likelihood probability for it is 0)")
+        if fam.fitter == "multinomial":
+            labels = _labels(problem, categories)
+            fam = fam.with_levels(labels)
     # the studies by their labels (in code order), so warnings name them as the user does
     groups = pd.Categorical.from_codes(problem.cluster[obs],
                                        categories=pd.Index(problem.cluster_labels))
+    x_cols = np.arange(X.shape[1])
+    if not fam.fixed_intercept:  # ordinal: the thresholds take the intercept's place
+        x_cols = x_cols[1:]
     fit = fit_arrays(
-        problem.y[obs], X[obs], W[obs], groups, fam,
-        start=problem.state.get("fit"), x_names=problem.fixed_names,
-        w_names=problem.random_names,
+        y_obs, X[obs][:, x_cols], W[obs], groups, fam,
+        start=problem.state.get(state_key),
+        x_names=[problem.fixed_names[j] for j in x_cols], w_names=problem.random_names,
     )
-    problem.state["fit"] = fit
-    q = W.shape[1]
-
-    # 2. beta* (collinear columns that the fit dropped get coefficient 0)
+    problem.state[state_key] = fit
     names = problem.fixed_names
-    keep = [names.index(nm) for nm in fit.x_names]
-    beta_star = np.zeros(len(names))
-    beta_star[keep] = draw_beta(fit.beta, fit.beta_cov, rng)
+    if fam.fitter == "multinomial":
+        prefix = len(str(fam.levels[1])) + 1  # "<level>:<term>"
+        M = len(fam.levels) - 1
+        terms = [nm[prefix:] for nm in fit.x_names[:len(fit.x_names) // M]]
+    else:
+        terms = fit.x_names
+    cols = np.array([names.index(nm) for nm in terms], dtype=np.int64)
+    step = Step(problem, fam, X, W, obs, miss, y_obs, categories, fit, cols,
+                counts=counts, notes=step_notes)
+    for w in fit.warnings:
+        if w.kind == "separation":
+            counts["separation"] = counts.get("separation", 0) + 1
+        if w.kind == "family":  # e.g. NB theta at its boundary: the Poisson suffices
+            counts["family_boundary"] = 1
+    return step
 
-    # 3. sigma* and Psi* (by problem.psi_draw) from the fit to the m_obs observing studies
-    # (ml-normal scales Psi* by sigma*^2, so it needs sigma* first; the Wishart draws keep
-    # the paper's order, Psi* then sigma*, so their seeded numbers do not move)
+
+def categorical_codes(problem: Problem) -> tuple[np.ndarray, np.ndarray, list]:
+    """The observed codes of an ordinal/nominal Z recoded to the categories present
+    (0..K'-1), those categories' original codes, and the labels of the empty ones.
+    An error naming the variable if fewer than two categories are observed."""
+    L = int(problem.n_levels)
+    y = problem.y[problem.ry]
+    codes = np.rint(y).astype(np.int64)
+    if L < 2 or np.any(codes < 0) or np.any(codes >= L) or np.any(codes != y):
+        raise InputError(
+            f"imputing {problem.variable!r} ({problem.vtype}): the observed values must be "
+            f"category codes 0..n_levels-1 with n_levels >= 2; got n_levels={L} and values "
+            f"{np.unique(y)[:6].tolist()}")
+    present = np.flatnonzero(np.bincount(codes, minlength=L) > 0)
+    labels = problem.levels if problem.levels is not None else list(range(L))
+    if present.size < 2:
+        raise InputError(
+            f"imputing {problem.variable!r} ({problem.vtype}): only one category "
+            f"({labels[int(present[0])] if present.size else 'none'!r}) is observed; "
+            "there is nothing to model — the variable is constant where observed")
+    empty = [labels[j] for j in range(L) if j not in set(present.tolist())]
+    recode = np.full(L, -1, dtype=np.int64)
+    recode[present] = np.arange(present.size)
+    return recode[codes].astype(float), present, empty
+
+
+def _labels(problem: Problem, categories: np.ndarray) -> list:
+    """Labels of the fitted categories (for the fit's parameter names)."""
+    if problem.levels is None:
+        return [int(c) for c in categories]
+    return [problem.levels[int(c)] for c in categories]
+
+
+def beta_star_stage(step: Step) -> None:
+    """Stage 2: beta* ~ N(beta_hat, Var(beta_hat)) — for families with their own
+    parameters jointly with them, (beta*, extra*) ~ N((beta_hat, extra_hat), joint
+    covariance) on the optimiser's scale (METHOD.md §8): ordinal thresholds as
+    (theta_1, log increments), so theta* stays ordered; NB as log theta.
+
+    A family parameter held at the edge of its space by the fit (NB theta running to
+    infinity: no overdispersion; its covariance row is NaN) keeps its estimate, as does
+    every family parameter when the fit has no joint covariance (its Hessian was not
+    positive definite: beta* then comes from the fit's fallback covariance); both are
+    counted (``extra_held``). Collinear columns that the fit dropped get coefficient 0."""
+    fit, rng = step.fit, step.problem.rng
+    p_full = step.X.shape[1]
+    ne = fit.extra.size
+    if ne == 0:
+        coef = draw_beta(fit.beta, fit.beta_cov, rng)
+        step.extra_star = fit.extra.copy()
+    else:
+        mean = np.concatenate([fit.beta, fit.extra])
+        p = fit.beta.size
+        if fit.joint_cov is not None:
+            cov = np.asarray(fit.joint_cov, dtype=float)
+        else:
+            cov = np.full((p + ne, p + ne), np.nan)
+            cov[:p, :p] = fit.beta_cov
+        free = np.isfinite(np.diag(cov))
+        free[:p] = True  # a non-finite beta covariance is draw_beta's error
+        draw = mean.copy()
+        sub = np.flatnonzero(free)
+        draw[sub] = draw_beta(mean[sub], cov[np.ix_(sub, sub)], rng)
+        coef, step.extra_star = draw[:p], draw[p:]
+        step.counts["extra_held"] = int(np.sum(~free))
+    if step.n_eta == 1:
+        beta_star = np.zeros(p_full)
+        beta_star[step.cols] = coef
+    else:
+        M = step.n_eta
+        beta_star = np.zeros((M, p_full))
+        beta_star[:, step.cols] = coef.reshape(M, step.cols.size)
+    step.beta_star = beta_star
+
+
+def psi_sigma_stage(step: Step) -> None:
+    """Stage 3: Psi* by ``problem.psi_draw`` (:func:`draw_psi_star`) and, for continuous
+    Z, sigma*^2 = df sigma_hat^2 / chi2(df), df = residual degrees of freedom.
+
+    ml-normal scales Psi* by sigma*^2, so it needs sigma* first; the Wishart draws keep
+    the paper's order, Psi* then sigma*, so their seeded numbers do not move. The
+    Wishart draws need at least as many observing studies as random effects (df = m_obs
+    >= Q; else the Wishart is singular and Psi* infinite in some direction): with fewer,
+    the draw is ml-normal's instead, counted in ``psi_fallbacks``."""
+    problem, fit, fam, rng = step.problem, step.fit, step.fam, step.problem.rng
+
     def draw_sigma() -> float:
         if not fam.scale_parameter:
             return 1.0
         df = fit.n_obs - len(fit.beta)
         return float(np.sqrt(df * fit.sigma**2 / rng.chisquare(df)))
 
-    if problem.psi_draw == "ml-normal":
-        sigma_star = draw_sigma()
-        lmm_data = ((problem.y[obs], X[obs][:, keep], W[obs], problem.cluster[obs])
-                    if fam.scale_parameter else None)
-        psi_star, psi_info = draw_psi_star(fit, "ml-normal", rng, sigma_star=sigma_star,
+    psi_draw = problem.psi_draw
+    too_few = psi_draw != "ml-normal" and fit.b.shape[0] < fit.b.shape[1]
+    if psi_draw == "ml-normal" or too_few:
+        step.sigma_star = draw_sigma()
+        obs = step.obs
+        lmm_data = ((problem.y[obs], step.X[obs][:, step.cols], step.W[obs],
+                     problem.cluster[obs]) if fam.scale_parameter else None)
+        psi_star, psi_info = draw_psi_star(fit, "ml-normal", rng, sigma_star=step.sigma_star,
                                            lmm_data=lmm_data)
+        if too_few:
+            psi_info["psi_fallbacks"] += 1
+            step.notes.append(
+                f"[psi] {fit.b.shape[0]} observing stud(ies) for {fit.b.shape[1]} random "
+                f"effects: the Wishart draw ({psi_draw!r}) does not exist; Psi* drawn by "
+                "'ml-normal'")
     else:
-        psi_star, psi_info = draw_psi_star(fit, problem.psi_draw, rng)
-        sigma_star = draw_sigma()
+        psi_star, psi_info = draw_psi_star(fit, psi_draw, rng)
+        step.sigma_star = draw_sigma()
+    step.psi_star = psi_star
+    step.counts["psi_floored"] = psi_info["psi_floored"]
+    step.counts["psi_fallbacks"] = psi_info["psi_fallbacks"]
 
-    # the family's own parameters at their MLE (NB theta, ordinal thresholds): as the
-    # compiled kernels take them, and on the fit's scale for the response draw
-    kernel_extra = fam.kernel_extra(fit.extra)
 
-    # 4. b_i* for the studies with missing Z
-    miss = np.flatnonzero(problem.wy)
-    studies = np.unique(problem.cluster[miss])
-    b_star = np.zeros((problem.n_clusters, q))
-    systematic = studies[problem.status[studies] == SYSTEMATIC]
-    sporadic = studies[problem.status[studies] == SPORADIC]
+def b_star_stage(step: Step) -> None:
+    """Stage 4: b_i* for every study with values to impute — from the prior
+    N(0, Psi*) where Z is systematically missing, from the posterior given the study's
+    observed values (and beta*, Psi*, the family parameters drawn) where it is
+    sporadically missing, by ``problem.sampler`` through :func:`mlmi.posterior.draw_many`
+    (its proposals, acceptances and fallbacks go to the step's sampler statistics)."""
+    problem, rng = step.problem, step.problem.rng
+    Q = step.psi_star.shape[0]
+    b_star = np.zeros((problem.n_clusters, Q))
+    sporadic, systematic = step.studies_missing
     if systematic.size:
-        root = np.linalg.cholesky(psi_star + 1e-14 * np.eye(q))
-        b_star[systematic] = rng.standard_normal((systematic.size, q)) @ root.T
-    stats = SamplerStats()
+        root = np.linalg.cholesky(step.psi_star + 1e-14 * np.eye(Q))
+        b_star[systematic] = rng.standard_normal((systematic.size, Q)) @ root.T
     if sporadic.size:
-        rows = obs[np.isin(problem.cluster[obs], sporadic)]
-        rows = rows[np.argsort(problem.cluster[rows], kind="stable")]
+        obs = step.obs
+        in_sporadic = np.isin(problem.cluster[obs], sporadic)
+        pos = np.flatnonzero(in_sporadic)
+        pos = pos[np.argsort(problem.cluster[obs[pos]], kind="stable")]
+        rows = obs[pos]
         counts = np.bincount(problem.cluster[rows], minlength=problem.n_clusters)[sporadic]
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        b_star[sporadic] = draw_many(
-            fam, problem.y[rows], X[rows], W[rows], starts, beta_star, psi_star, rng,
-            method=problem.sampler, sigma=sigma_star, stats=stats, extra=kernel_extra,
+        kernel_extra = step.fam.kernel_extra(step.extra_star)
+        if step.n_eta == 1:
+            X, beta = step.X[rows], step.beta_star
+        else:  # the fit's columns, beta flat category-major as the fit's
+            X = step.X[rows][:, step.cols]
+            beta = step.beta_star[:, step.cols].ravel()
+        b_star[sporadic] = _draw_many(
+            step.fam, step.y_obs[pos], X, step.W[rows], starts, beta, step.psi_star, rng,
+            method=problem.sampler, sigma=step.sigma_star, stats=step.stats,
+            extra=kernel_extra,
         )
+    step.b_star = b_star
 
-    # 5. the missing values
-    eta = X[miss] @ beta_star + np.einsum("ij,ij->i", W[miss], b_star[problem.cluster[miss]])
+
+def _draw_many(fam, y, X, W, starts, beta, psi, rng, **kw):
+    """:func:`mlmi.posterior.draw_many`; for a categorical family with the response
+    checked as category codes only. draw_many validates ``y`` with the family's own
+    check, which for the ordinal and multinomial families is the fit's (every category
+    observed, at least two): the observed rows of the sporadically missing studies alone
+    (e.g. one study with three observed values) need not pass it, yet their posterior is
+    well defined."""
+    if fam.name in ("ordinal", "multinomial"):
+        fam = copy.copy(fam)
+        fam.validate_response = _codes_check
+    return draw_many(fam, y, X, W, starts, beta, psi, rng, **kw)
+
+
+def _codes_check(y, name="y") -> None:
+    y = np.asarray(y, dtype=float)
+    if not np.all(np.isfinite(y)) or np.any(y < 0) or np.any(y != np.round(y)):
+        raise InputError(f"response {name!r} must be category codes 0..K-1")
+
+
+def response_stage(step: Step) -> np.ndarray:
+    """Stage 5: the missing values drawn from the model with beta*, b_i*, sigma* and the
+    family parameters drawn.
+
+    Counts (log link): the linear predictor is capped at :func:`count_mean_cap` (counted
+    in ``clipped``). With ``problem.limits = (lo, hi)`` counts and normal values are drawn
+    from the model truncated to [lo, hi] (exactly, by the inverse CDF — never clipped);
+    ``truncated`` is the summed probability outside [lo, hi] under the untruncated model
+    (the expected number of values it would have put out of range) and
+    ``truncated_rows`` the number of rows where that probability exceeds
+    :data:`TRUNCATION_NOTABLE` (the range, more than the model, decides their value).
+    Categorical codes are mapped back from the observed categories to 0..L-1."""
+    problem, fam, rng = step.problem, step.fam, step.problem.rng
+    eta = step.linear_predictor(step.miss, step.beta_star, step.b_star)
     clipped = 0
     if fam.mean_cap:
-        cap = count_mean_cap(problem.y[obs])
+        cap = count_mean_cap(problem.y[step.obs])
         clipped = int(np.sum(eta > cap))
         eta = np.minimum(eta, cap)
-    values = fam.sample(eta, rng, sigma_star, fit.extra)
+    step.counts["clipped"] = clipped
+    if problem.limits is None:
+        values = fam.sample(eta, rng, step.sigma_star, step.extra_star)
+    else:
+        if not fam.truncatable:
+            raise InputError(
+                f"imputing {problem.variable!r}: limits={problem.limits!r} apply to counts "
+                f"and normal values, not to the {fam.name} family")
+        outside = fam.outside_mass(eta, step.sigma_star, step.extra_star, problem.limits)
+        step.counts["truncated"] = float(np.sum(outside))
+        step.counts["truncated_rows"] = int(np.sum(outside > TRUNCATION_NOTABLE))
+        values = fam.sample(eta, rng, step.sigma_star, step.extra_star,
+                            limits=problem.limits)
+    if step.categories is not None:
+        values = step.categories[values.astype(np.int64)].astype(float)
+    return values
 
-    return Draw(values, {
-        "n_sporadic": int(sporadic.size),
-        "n_systematic": int(systematic.size),
-        "proposals": stats.proposals,
-        "accepted": stats.accepted,
-        "bound_exceeded": stats.bound_exceeded,
-        "fallbacks": stats.fallbacks,
-        "mode_failures": stats.mode_failures,
-        "psi_floored": psi_info["psi_floored"],
-        "psi_fallbacks": psi_info["psi_fallbacks"],
-        "clipped": clipped,
-        "fit_converged": bool(fit.converged),
-        "fit_singular": bool(fit.singular),
-        "fit_warnings": [str(w) for w in fit.warnings],
-    })
+
+#: a row whose untruncated model puts more than this probability outside the limits is
+#: counted in ``truncated_rows``
+TRUNCATION_NOTABLE = 0.5
+
+
+def multilevel_step(problem: Problem, family: str) -> Draw:
+    """One univariate MLMI step for ``family`` (METHOD.md §3 and §8): the five stages."""
+    step = fit_stage(problem, family)
+    beta_star_stage(step)
+    psi_sigma_stage(step)
+    b_star_stage(step)
+    values = response_stage(step)
+    return Draw(values, step.info())

@@ -37,6 +37,9 @@ class Family:
     link: str = ""
     #: integer that selects this family's kernel in compiled code (families/kernels.py)
     code: int = -1
+    #: responses can be drawn from the model truncated to ``limits=(lo, hi)`` (counts and
+    #: normal values); the categorical families have no range to truncate to
+    truncatable: bool = False
     #: linear predictors per row (K - 1 for a K-category multinomial response)
     n_eta: int = 1
     #: whether the fixed part has its own intercept (False: the thresholds take its place)
@@ -141,9 +144,24 @@ class Family:
         raise NotImplementedError
 
     def sample(self, eta: np.ndarray, rng: np.random.Generator, sigma: float = 1.0,
-               extra: np.ndarray | None = None) -> np.ndarray:
-        """Draw responses from the family given the linear predictor (imputation)."""
+               extra: np.ndarray | None = None, limits: tuple[float, float] | None = None
+               ) -> np.ndarray:
+        """Draw responses from the family given the linear predictor (imputation).
+
+        ``limits=(lo, hi)``: draw from the model truncated to [lo, hi] (exactly, by the
+        inverse CDF; families with ``truncatable`` only). ``None``: the untruncated model."""
         raise NotImplementedError
+
+    def outside_mass(self, eta: np.ndarray, sigma: float = 1.0,
+                     extra: np.ndarray | None = None,
+                     limits: tuple[float, float] | None = None) -> np.ndarray:
+        """P(Y < lo or Y > hi | eta) per row under the untruncated model: the probability
+        that truncation to ``limits`` removes (0 where ``limits`` is None)."""
+        eta = np.asarray(eta, dtype=float)
+        if limits is None:
+            return np.zeros(eta.shape[0])
+        raise InputError(f"the {self.name} family has no range to truncate to "
+                         f"(limits={limits!r}); limits apply to counts and normal values")
 
     # ------------------------------------------------------------------ single-level GLM
     def irls_start(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,3 +218,87 @@ def positive_counts(y: np.ndarray, name: str, family: str) -> None:
             f"{family} response {name!r} must be integer counts; "
             f"found non-integer value(s) {vals}"
         )
+
+
+def check_limits(limits, family: str) -> tuple[float, float]:
+    """``limits`` as (lo, hi) floats with lo <= hi (either may be infinite); a clear error
+    otherwise."""
+    try:
+        lo, hi = (float(v) for v in limits)
+    except (TypeError, ValueError):
+        raise InputError(f"limits={limits!r} must be a pair (lower, upper) of numbers "
+                         "(-inf / inf for no bound)") from None
+    if np.isnan(lo) or np.isnan(hi) or lo > hi:
+        raise InputError(f"limits={limits!r} must have lower <= upper")
+    return lo, hi
+
+
+def count_limits(limits, family: str) -> tuple[float, float]:
+    """The integer range [ceil(lo), floor(hi)] of a count truncated to ``limits``
+    (lower at least 0); an error if it holds no integer."""
+    lo, hi = check_limits(limits, family)
+    lo_i = max(float(np.ceil(lo)), 0.0)
+    hi_i = float(np.floor(hi)) if np.isfinite(hi) else np.inf
+    if lo_i > hi_i:
+        raise InputError(f"limits={limits!r} contain no non-negative integer: a {family} "
+                         "count cannot be drawn there")
+    return lo_i, hi_i
+
+
+def discrete_truncated(cdf, sf, lo: float, hi: float, u: np.ndarray) -> np.ndarray:
+    """Exact draws of integer responses truncated to [lo, hi] by the inverse CDF.
+
+    ``cdf(x, rows)`` = P(X <= x) and ``sf(x, rows)`` = P(X > x) of the untruncated model
+    for the given rows (x an integer array, may be -1); ``u`` uniform on [0, 1), one per
+    row. Each row gets the smallest integer x in [lo, hi] with
+    P(lo <= X <= x) >= u P(lo <= X <= hi). Where the range lies in the upper tail
+    (P(X < lo) > 1/2) the comparison is made on survival probabilities, which keep their
+    relative precision there (1 - F would be lost to cancellation). Where the mass of the
+    range underflows to 0 the draw is the bound nearest to the model's mass.
+    Found by bisection on the integers (doubling first when hi is infinite)."""
+    n = u.shape[0]
+    rows = np.arange(n)
+    x_lo = np.full(n, lo - 1.0)
+    f_lo = np.where(x_lo >= 0, cdf(x_lo, rows), 0.0)  # P(X < lo)
+    s_lo = np.where(x_lo >= 0, sf(x_lo, rows), 1.0)  # P(X >= lo)
+    if np.isfinite(hi):
+        x_hi = np.full(n, hi)
+        f_hi, s_hi = cdf(x_hi, rows), sf(x_hi, rows)
+    else:
+        f_hi, s_hi = np.ones(n), np.zeros(n)
+    upper = f_lo > 0.5
+    target_f = f_lo + u * (f_hi - f_lo)
+    target_s = s_lo - u * (s_lo - s_hi)
+    mass = np.where(upper, s_lo - s_hi, f_hi - f_lo)
+    out = np.full(n, lo)
+    empty = ~(mass > 0)
+    if empty.any() and np.isfinite(hi):  # all mass above hi: hi; below lo: lo
+        out[empty & ~upper] = hi
+    todo = np.flatnonzero(~empty)
+    if not todo.size:
+        return out
+
+    def cond(x, idx):
+        return np.where(upper[idx], sf(x, idx) <= target_s[idx], cdf(x, idx) >= target_f[idx])
+
+    a = np.full(todo.size, lo - 1.0)  # cond treated as false at lo - 1
+    if np.isfinite(hi):
+        b = np.full(todo.size, hi)  # cond true at hi (u < 1)
+    else:
+        b = np.full(todo.size, lo)
+        for _ in range(80):
+            ok = cond(b, todo)
+            if ok.all():
+                break
+            b = np.where(ok, b, lo + 2.0 * (b - lo) + 1.0)
+    while True:
+        gap = b - a > 1
+        if not gap.any():
+            break
+        mid = np.floor(0.5 * (a + b))
+        c = cond(mid, todo)
+        move = gap & c
+        b = np.where(move, mid, b)
+        a = np.where(gap & ~c, mid, a)
+    out[todo] = b
+    return out

@@ -76,7 +76,9 @@ class Binomial(Family):
     def inverse_link(self, eta, extra=None):
         return expit(eta)
 
-    def sample(self, eta, rng, sigma=1.0, extra=None):
+    def sample(self, eta, rng, sigma=1.0, extra=None, limits=None):
+        if limits is not None:  # no range to truncate to: the error names the family
+            self.outside_mass(np.zeros(0), limits=limits)
         mu = self.inverse_link(eta)
         return (rng.random(mu.shape) < mu).astype(float)
 

@@ -691,8 +691,10 @@ class Multinomial(Family):
         """The category probabilities (rows × K) — the multinomial 'mean'."""
         return self.probabilities(eta)
 
-    def sample(self, eta, rng, sigma=1.0, extra=None):
+    def sample(self, eta, rng, sigma=1.0, extra=None, limits=None):
         """Category codes drawn from P(Y = k | eta) (eta: n × (K-1))."""
+        if limits is not None:  # no range to truncate to: the error names the family
+            self.outside_mass(np.zeros(0), limits=limits)
         prob = self.probabilities(eta)
         cum = np.cumsum(prob, axis=1)[:, :-1]
         u = rng.random(prob.shape[0])

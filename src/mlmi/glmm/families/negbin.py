@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 from numba import njit
-from scipy.special import gammaln
+from scipy.special import betainc, gammaln
 
-from ._base import Family, positive_counts
+from ._base import Family, count_limits, discrete_truncated, positive_counts
 
 CODE = 3
 
@@ -118,6 +118,7 @@ class NegativeBinomial(Family):
     link = "log"
     code = CODE
     mean_cap = True
+    truncatable = True
 
     def validate_response(self, y, name="y"):
         super().validate_response(y, name)
@@ -191,15 +192,48 @@ class NegativeBinomial(Family):
     def inverse_link(self, eta, extra=None):
         return np.exp(eta)
 
-    def sample(self, eta, rng, sigma=1.0, extra=None):
-        """Y | eta ~ Poisson(G), G ~ Gamma(shape theta, mean mu): NB2."""
+    def sample(self, eta, rng, sigma=1.0, extra=None, limits=None):
+        """Y | eta ~ Poisson(G), G ~ Gamma(shape theta, mean mu): NB2. With ``limits``
+        the NB2 truncated to the integers in [lo, hi] (exact inverse CDF)."""
         theta = float(self.extra_natural(extra)[0])
         mu = self.inverse_link(eta)
-        return rng.poisson(rng.gamma(theta, mu / theta)).astype(float)
+        if limits is None:
+            return rng.poisson(rng.gamma(theta, mu / theta)).astype(float)
+        lo, hi = count_limits(limits, self.name)
+        mu = np.asarray(mu, dtype=float)
+        return discrete_truncated(*_tails(mu, theta), lo, hi, rng.random(mu.shape[0]))
+
+    def outside_mass(self, eta, sigma=1.0, extra=None, limits=None):
+        if limits is None:
+            return super().outside_mass(eta, sigma, extra, limits)
+        lo, hi = count_limits(limits, self.name)
+        theta = float(self.extra_natural(extra)[0])
+        mu = self.inverse_link(np.asarray(eta, dtype=float))
+        cdf, sf = _tails(mu, theta)
+        rows = np.arange(mu.shape[0])
+        below = cdf(np.full(mu.shape[0], lo - 1.0), rows) if lo >= 1 else 0.0 * mu
+        above = sf(np.full(mu.shape[0], hi), rows) if np.isfinite(hi) else 0.0 * mu
+        return below + above
 
     def irls_start(self, y):
         mu = y + 0.1
         return mu, np.log(mu)
+
+
+def _tails(mu, theta):
+    """cdf(x, rows) = P(X <= x) = I_p(theta, x + 1) and sf(x, rows) = P(X > x) =
+    I_{1-p}(x + 1, theta) of NB2(mu[rows], theta), p = theta / (mu + theta) (the
+    regularised incomplete beta; 1 - p = mu / (mu + theta) taken without cancellation)."""
+    p = theta / (mu + theta)
+    p1 = mu / (mu + theta)
+
+    def cdf(x, rows):
+        return betainc(theta, x + 1.0, p[rows])
+
+    def sf(x, rows):
+        return betainc(x + 1.0, theta, p1[rows])
+
+    return cdf, sf
 
 
 FAMILY = NegativeBinomial()

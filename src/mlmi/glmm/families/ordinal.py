@@ -260,7 +260,9 @@ class Ordinal(Family):
         prob = self.probabilities(np.atleast_1d(eta), extra)
         return prob @ np.arange(prob.shape[1])
 
-    def sample(self, eta, rng, sigma=1.0, extra=None):
+    def sample(self, eta, rng, sigma=1.0, extra=None, limits=None):
+        if limits is not None:  # no range to truncate to: the error names the family
+            self.outside_mass(np.zeros(0), limits=limits)
         cum = self.cumulative(np.atleast_1d(eta), extra)
         u = rng.random(cum.shape[0])
         return np.sum(u[:, None] > cum, axis=1).astype(float)
