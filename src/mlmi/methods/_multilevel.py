@@ -310,9 +310,14 @@ class Step:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def vector(self) -> bool:
+        """Whether the family has a vector of linear predictors per row (multinomial)."""
+        return self.fam.fitter == "multinomial"
+
+    @property
     def n_eta(self) -> int:
         """Linear predictors per row: K' - 1 for the multinomial family, else 1."""
-        return self.fam.n_eta if self.fam.fitter == "multinomial" else 1
+        return self.fam.n_eta if self.vector else 1
 
     @property
     def studies_missing(self) -> tuple[np.ndarray, np.ndarray]:
@@ -328,7 +333,7 @@ class Step:
         the multinomial family, (n, M)."""
         X, W = self.X[rows], self.W[rows]
         bi = b[self.problem.cluster[rows]]
-        if self.n_eta == 1:
+        if not self.vector:
             return X @ beta + np.einsum("ij,ij->i", W, bi)
         M, q = self.n_eta, W.shape[1]
         return X @ beta.T + np.einsum("ir,ikr->ik", W, bi.reshape(-1, M, q))
@@ -479,7 +484,7 @@ def beta_star_stage(step: Step) -> None:
         draw[sub] = draw_beta(mean[sub], cov[np.ix_(sub, sub)], rng)
         coef, step.extra_star = draw[:p], draw[p:]
         step.counts["extra_held"] = int(np.sum(~free))
-    if step.n_eta == 1:
+    if not step.vector:
         beta_star = np.zeros(p_full)
         beta_star[step.cols] = coef
     else:
@@ -551,7 +556,7 @@ def b_star_stage(step: Step) -> None:
         counts = np.bincount(problem.cluster[rows], minlength=problem.n_clusters)[sporadic]
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         kernel_extra = step.fam.kernel_extra(step.extra_star)
-        if step.n_eta == 1:
+        if not step.vector:
             X, beta = step.X[rows], step.beta_star
         else:  # the fit's columns, beta flat category-major as the fit's
             X = step.X[rows][:, step.cols]
@@ -574,6 +579,15 @@ def _draw_many(fam, y, X, W, starts, beta, psi, rng, **kw):
     if fam.name in ("ordinal", "multinomial"):
         fam = copy.copy(fam)
         fam.validate_response = _codes_check
+    if fam.fitter == "multinomial" and kw.get("method") == "marginal":
+        # TEMPORARY until draw_many takes the multinomial family (engineer 11s): the
+        # marginal draw is the prior draw, as draw_many's
+        k = starts.shape[0] - 1
+        stats = kw.get("stats")
+        if stats is not None:
+            stats.add(k, k, k, 0, 0)
+        lam = np.linalg.cholesky(psi + 1e-14 * np.eye(psi.shape[0]))
+        return rng.standard_normal((k, psi.shape[0])) @ lam.T
     return draw_many(fam, y, X, W, starts, beta, psi, rng, **kw)
 
 
