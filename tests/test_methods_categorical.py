@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlmi.methods import COMPLETE, SPORADIC, SYSTEMATIC, Problem, get_method
@@ -329,3 +330,36 @@ def test_2stage_polyreg_runs_with_systematic_and_pooled_fallback():
     assert d.info["n_fitted_studies"] == 0
     assert any("pooled single-level" in w for w in d.info["fit_warnings"])
     assert np.all(np.isin(d.values, [0.0, 1.0, 2.0, 3.0]))
+
+
+# ------------------------------------------------------------- through mlmi.impute
+@pytest.mark.parametrize("kind", ["ordinal", "nominal"])
+@pytest.mark.parametrize("strategy", ["stratified", "2stage"])
+def test_impute_end_to_end(kind, strategy):
+    """The strategies pick these methods for ordinal / nominal variables; imputations
+    are categories of the variable, observed values never change, every study's
+    missing rows are filled."""
+    import warnings
+
+    import mlmi
+    from mlmi.simulation import ampute, generate
+
+    rng = np.random.default_rng(31)
+    data = ampute(generate("binary", "moderate", 10, rng, x1=kind), 0.3, "mar", rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp = mlmi.impute(data, "st", m=2, maxit=2, method=strategy, seed=3,
+                          types={"x1": kind, "x2": "count"})
+    expected = {("stratified", "ordinal"): "polr", ("stratified", "nominal"): "polyreg",
+                ("2stage", "ordinal"): "2l.2stage.polr",
+                ("2stage", "nominal"): "2l.2stage.polyreg"}[(strategy, kind)]
+    assert imp.plan.methods["x1"] == expected
+    obs = data["x1"].notna()
+    for i in (1, 2):
+        done = imp.complete(i)
+        x1 = pd.to_numeric(done["x1"].astype("object")).to_numpy(dtype=float)
+        assert not np.isnan(x1).any()
+        assert set(np.unique(x1)) <= {0.0, 1.0, 2.0, 3.0}
+        np.testing.assert_array_equal(x1[obs], data.loc[obs, "x1"].to_numpy())
+    d = imp.diagnostics
+    assert (d.loc[d["variable"] == "x1", "n_systematic"] == 3).all()

@@ -129,22 +129,33 @@ def _loglik(x, y, w, theta, beta) -> float:
 
 def _grad_info(x, y, w, theta, beta):
     """Gradient and observed information (negative Hessian) of the weighted
-    log-likelihood in (theta, beta)."""
+    log-likelihood in (theta, beta).
+
+    With a = theta_y - x'beta and c = theta_{y-1} - x'beta, the Hessian is
+    sum_i [l_aa u u' + l_cc v v' + l_ac (u v' + v u')] with u = da/d(theta, beta) =
+    (e_y, -x), v = (e_{y-1}, -x); its beta block is x' diag(l_aa + l_cc + 2 l_ac) x —
+    one weighted cross product of the design per Newton step."""
     L1 = theta.size
     n, P = x.shape
     ll, la, lc, laa, lcc, lac = _terms(y, x @ beta, theta)
-    U = np.zeros((n, L1 + P))  # d a / d(theta, beta)
-    V = np.zeros((n, L1 + P))  # d c / d(theta, beta)
-    rows = np.arange(n)
     up = y < L1
     lo = y > 0
-    U[rows[up], y[up]] = 1.0
-    V[rows[lo], y[lo] - 1] = 1.0
-    U[:, L1:] = -x
-    V[:, L1:] = -x
-    grad = U.T @ (w * la) + V.T @ (w * lc)
-    cross = U.T @ (V * (w * lac)[:, None])
-    hess = U.T @ (U * (w * laa)[:, None]) + V.T @ (V * (w * lcc)[:, None]) + cross + cross.T
+    Eu = np.zeros((n, L1))  # e_y (the threshold above the category)
+    Ev = np.zeros((n, L1))  # e_{y-1} (the threshold below)
+    rows = np.arange(n)
+    Eu[rows[up], y[up]] = 1.0
+    Ev[rows[lo], y[lo] - 1] = 1.0
+    grad = np.empty(L1 + P)
+    grad[:L1] = Eu.T @ (w * la) + Ev.T @ (w * lc)
+    grad[L1:] = -(x.T @ (w * (la + lc)))
+    hess = np.empty((L1 + P, L1 + P))
+    cross = Eu.T @ (Ev * (w * lac)[:, None])
+    hess[:L1, :L1] = (Eu.T @ (Eu * (w * laa)[:, None]) + Ev.T @ (Ev * (w * lcc)[:, None])
+                      + cross + cross.T)
+    tb = -(Eu.T @ (x * (w * (laa + lac))[:, None]) + Ev.T @ (x * (w * (lcc + lac))[:, None]))
+    hess[:L1, L1:] = tb
+    hess[L1:, :L1] = tb.T
+    hess[L1:, L1:] = x.T @ (x * (w * (laa + lcc + 2.0 * lac))[:, None])
     return float(np.sum(w * ll)), grad, -hess
 
 
