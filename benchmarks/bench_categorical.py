@@ -58,7 +58,12 @@ def paper_design(reps: int) -> list[dict]:
              ("ordinal", 30, "mlmi", True), ("ordinal", 10, "stratified", False),
              ("ordinal", 10, "2stage", False), ("nominal", 10, "mlmi", False),
              ("nominal", 10, "stratified", False), ("nominal", 10, "2stage", False)]
+    from mlmi.methods import available_methods
+
     for kind, k, strategy, slope in cases:
+        if not set(METHODS[(kind, strategy)].values()) <= set(available_methods()):
+            print(f"skipped {kind} {strategy}: {METHODS[(kind, strategy)]} not registered")
+            continue
         rng = np.random.default_rng(k)
         data = ampute(generate("binary", "moderate", k, rng, x1=kind), 0.3, "mar", rng)
         random = None

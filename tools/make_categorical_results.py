@@ -4,7 +4,12 @@ Monte Carlo SE per scenario × method × parameter, mlmi.simulation.summarize) a
 ``categorical-tables.md`` (bias and coverage with MCSEs, one table per scenario, and the
 cells where a method's bias exceeds 3 MCSE or its coverage is below 90 %).
 
-    python tools/make_categorical_results.py runs/categorical docs/results
+    python tools/make_categorical_results.py runs/categorical [runs/more ...] docs/results
+
+Several run folders (the last argument is the destination) are combined: rows of the
+same scenario, replication and method from two folders would be duplicates and are an
+error; a replication's methods may come from different folders (their seeds depend only
+on the seed, scenario and replication, which must agree: checked).
 """
 
 from __future__ import annotations
@@ -75,13 +80,20 @@ def tables(summary: pd.DataFrame, meta: dict) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    out, dest = Path(argv[0]), Path(argv[1])
-    results = load(out)
+    outs, dest = [Path(a) for a in argv[:-1]], Path(argv[-1])
+    metas = [json.loads((o / "meta.json").read_text()) for o in outs]
+    for key in ("seed", "m", "maxit"):
+        if len({m_[key] for m_ in metas}) > 1:
+            raise SystemExit(f"run folders differ in {key}: {[m_[key] for m_ in metas]}")
+    results = pd.concat([load(o) for o in outs], ignore_index=True)
+    dup = results.duplicated(["scenario", "rep", "method", "parameter"])
+    if dup.any():
+        raise SystemExit(f"{int(dup.sum())} duplicated rows across {outs}")
     errors = int((results["error"].fillna("") != "").sum())
     summary = summarize(results)
     summary = summary.sort_values(["x1", "heterogeneity", "studies", "method", "parameter"],
                                   key=lambda c: c.map(ORDER) if c.name == "method" else c)
-    meta = json.loads((out / "meta.json").read_text())
+    meta = {**metas[0], "code": ", ".join(sorted({str(m_.get("code")) for m_ in metas}))}
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "categorical.csv") as tmp:
         summary.to_csv(tmp, index=False, float_format="%.6g")

@@ -10,7 +10,16 @@ Every finished replication is one file written atomically (mlmi.simulation's run
 so a killed run resumes where it stopped. ``--until HH:MM`` (UTC) starts no turn after
 that time.
 
+Several jobs can share the one process, taking turns (``--job OUT|METHODS|WHERE``,
+repeatable): e.g. the methods of one type of x1 in one folder and a method that arrived
+later in another. A replication's data and each method's seed depend only on (seed,
+scenario, replication), so results for the same replication from different folders
+belong together (tools/make_categorical_results.py reads several folders).
+
     nice -n 10 python tools/run_categorical_sim.py --out runs/categorical --reps 300
+    nice -n 10 python tools/run_categorical_sim.py --reps 300 \
+        --job "runs/ordinal|REF,CCA,STI,MLMI|x1=ordinal" \
+        --job "runs/nominal|REF,CCA,STI|x1=nominal"
     python tools/make_categorical_results.py runs/categorical docs/results
 """
 
@@ -38,7 +47,9 @@ def _past(until: str | None) -> bool:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="output directory (resumable)")
+    ap.add_argument("--out", help="output directory (resumable)")
+    ap.add_argument("--job", action="append", default=[],
+                    help="OUT|METHODS|WHERE: a folder, its methods and scenarios (repeatable)")
     ap.add_argument("--reps", type=int, default=300, help="replications per scenario")
     ap.add_argument("--chunk", type=int, default=5, help="replications per scenario per turn")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -47,18 +58,25 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from mlmi.simulation import parse_where
 
-    grid = scenarios("categorical", **parse_where(args.where))
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    specs = [j.split("|") for j in args.job]
+    if args.out:
+        specs.append([args.out, args.methods, args.where])
+    if not specs or any(len(s) != 3 for s in specs):
+        ap.error("give --out or --job OUT|METHODS|WHERE")
+    jobs = [(out, tuple(m.strip() for m in methods.split(",") if m.strip()),
+             scenarios("categorical", **parse_where(where))) for out, methods, where in specs]
     target = args.chunk
     while True:
-        if _past(args.until):
-            print(f"stopping: past {args.until} UTC", flush=True)
-            return 0
-        t0 = time.perf_counter()
-        counts = run(grid, min(target, args.reps), args.out, seed=SEED, methods=methods,
-                     m=M, maxit=MAXIT, progress=False, workers=1)
-        print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} reps<={min(target, args.reps)}: "
-              f"{counts} in {time.perf_counter() - t0:.0f} s", flush=True)
+        for out, methods, grid in jobs:
+            if _past(args.until):
+                print(f"stopping: past {args.until} UTC", flush=True)
+                return 0
+            t0 = time.perf_counter()
+            counts = run(grid, min(target, args.reps), out, seed=SEED, methods=methods,
+                         m=M, maxit=MAXIT, progress=False, workers=1)
+            print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} {out} "
+                  f"reps<={min(target, args.reps)}: {counts} in "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
         if target >= args.reps:
             return 0
         target += args.chunk
