@@ -122,3 +122,34 @@ def test_categorical_replication_ref_cca():
     assert rows["estimate"].notna().all()
     n_used = rows.groupby("method")["n_used"].first()
     assert n_used["CCA"] < n_used["REF"] == 3000
+
+
+def test_run_summarize_and_results_script(tmp_path):
+    """The resumable runner, summarize (truth per categorical parameter) and the results
+    script on a tiny run (REF and CCA, 2 replications of two scenarios, two folders)."""
+    import importlib.util
+    from pathlib import Path
+
+    grid = sim.scenarios("categorical", studies=10, heterogeneity="moderate")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert sim.run(grid, 2, a, seed=3, methods=("REF",), progress=False,
+                   workers=1) == {"done": 4, "skipped": 0, "failed": 0}
+    sim.run(grid, 2, b, seed=3, methods=("CCA",), progress=False, workers=1)
+    summ = sim.summarize(a)
+    assert set(summ["x1"]) == {"ordinal", "nominal"}
+    row = summ[(summ.parameter == "a1.2") & (summ.method == "REF")].iloc[0]
+    assert row["truth"] == pytest.approx(0.70)
+    assert row["n"] == 2
+    tool = Path(__file__).resolve().parents[1] / "tools" / "make_categorical_results.py"
+    spec = importlib.util.spec_from_file_location("make_categorical_results", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dest = tmp_path / "res"
+    assert module.main([str(a), str(b), str(dest)]) == 0
+    table = (dest / "categorical-tables.md").read_text()
+    assert "## x1 nominal, moderate heterogeneity, 10 studies (2 replications)" in table
+    assert "| CCA |" in table and "| REF |" in table
+    csv = pd.read_csv(dest / "categorical.csv")
+    assert set(csv["method"]) == {"REF", "CCA"} and (csv["n"] == 2).all()
+    with pytest.raises(SystemExit, match="duplicated"):
+        module.main([str(a), str(a), str(dest)])
