@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import contextlib
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
+
+#: found once per process: finding the loaded BLAS libraries scans the process's shared
+#: libraries (~4 ms), which ``threadpool_limits`` would repeat at every GLMM fit
+_controller: ThreadpoolController | None = None
 
 
 def single_threaded_blas():
     """Context manager limiting BLAS (OpenBLAS, MKL, BLIS) to one thread."""
+    global _controller
     try:
-        return threadpool_limits(limits=1, user_api="blas")
+        if _controller is None:
+            _controller = ThreadpoolController()
+        return _controller.limit(limits=1, user_api="blas")
     except Exception:  # pragma: no cover - an unusual BLAS; run as is rather than fail
         return contextlib.nullcontext()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._linalg import theta_diagonal_index, theta_to_lambda
-from .optimize import SINGULAR_TOL, OptimResult
+from .optimize import SINGULAR_TOL, OptimResult, fd_hessian
 from .result import FitWarning, GLMMResult
 
 
@@ -74,32 +74,20 @@ def safe_inverse(A: np.ndarray) -> np.ndarray:
 
 def hessian_vcov(
     fun, par: np.ndarray, p: int, q: int, *, step: float = 1e-4, central: bool = False,
-    keep: list[int] | None = None, hold: list[int] = (),
+    keep: list[int] | None = None, hold: list[int] = (), hessian: np.ndarray | None = None,
 ) -> tuple[np.ndarray, bool, np.ndarray]:
     """The ``keep`` block (default: beta) of the inverse Hessian of -loglik in
     (beta, theta, extra), by differences of the gradient (forward differences of the
-    exact gradient by default). theta on the boundary (a zero diagonal of Lambda) is
+    exact gradient by default; ``hessian``: one already computed next to ``par``, by
+    the optimiser's Newton finish). theta on the boundary (a zero diagonal of Lambda) is
     held fixed, and directions of zero curvature among the other parameters (a
     redundant parametrisation at a singular fit) are projected out. Returns
     (covariance, ok, full Hessian)."""
     keep = list(range(p)) if keep is None else list(keep)
     nk = len(keep)
     npar = par.size
-    hess = np.empty((npar, npar))
-    # g0 afresh: the differences must see the modes in one consistent state
-    g0 = None if central else fun(par)[1]
-    for t in range(npar):
-        # forward differences of the exact gradient: truncation error O(h) ~ 1e-4
-        # relative, noise from the modes' Newton tolerance ~ 1e-5
-        h = step * max(1.0, abs(par[t]))
-        e = np.zeros(npar)
-        e[t] = h
-        if central:
-            hess[:, t] = (fun(par + e)[1] - fun(par - e)[1]) / (2 * h)
-        else:
-            hess[:, t] = (fun(par + e)[1] - g0) / h
-    fun(par)  # leave the warm-start modes at the optimum
-    hess = 0.5 * (hess + hess.T)
+    hess = (fd_hessian(fun, par, step=step, central=central) if hessian is None
+            else hessian)
     if not np.all(np.isfinite(hess)):
         return np.full((nk, nk), np.nan), False, hess
     diag_index = p + theta_diagonal_index(q)

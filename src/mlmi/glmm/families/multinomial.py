@@ -847,8 +847,9 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     diag_index = M * p + theta_diagonal_index(Q)
     lower = np.full(npar, -np.inf)
     lower[diag_index] = 0.0
+    # the covariance below needs the Hessian: the fit finishes with Newton steps on it
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
-                                          normalize=normalize)
+                                          normalize=normalize, polish=True)
 
     beta, theta = opt.par[:M * p].copy(), opt.par[M * p:].copy()
     B = np.ascontiguousarray(beta.reshape(M, p))
@@ -860,7 +861,8 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     newton_failures = max(failures[0], detail_failures)
     warnings_ = [FitWarning("info", m) for m in notes]
     fisher_cov = conventions.safe_inverse(fisher)
-    joint_cov, ok, hessian = conventions.hessian_vcov(fun, opt.par, M * p, Q)
+    joint_cov, ok, hessian = conventions.hessian_vcov(fun, opt.par, M * p, Q,
+                                                      hessian=opt.hessian)
     if vcov == "hessian":
         beta_cov = joint_cov
         if not ok:

@@ -25,25 +25,34 @@ NEGLIGIBLE_OVERDISPERSION = 0.01
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _logs(eta, log_theta):
-    """(eta - log(mu + theta), log theta - log(mu + theta)), each without cancellation
-    (theta may be 1e4 times the mean at the Poisson edge)."""
+    """(eta - log(mu + theta), log theta - log(mu + theta), p, 1 - p) with p = mu / (mu +
+    theta), each without cancellation (theta may be 1e4 times the mean at the Poisson
+    edge), from one exp and one log1p."""
     if eta > log_theta:
-        l1 = np.log1p(np.exp(log_theta - eta))
-        return -l1, (log_theta - eta) - l1
-    l1 = np.log1p(np.exp(eta - log_theta))
-    return (eta - log_theta) - l1, -l1
+        r = np.exp(log_theta - eta)  # theta / mu <= 1
+        l1 = np.log1p(r)
+        inv = 1.0 / (1.0 + r)
+        return -l1, (log_theta - eta) - l1, inv, r * inv
+    r = np.exp(eta - log_theta)  # mu / theta <= 1
+    l1 = np.log1p(r)
+    inv = 1.0 / (1.0 + r)
+    return (eta - log_theta) - l1, -l1, r * inv, inv
+
+
+#: counts below this take log Gamma(y + theta) - log Gamma(theta) and psi(y + theta) -
+#: psi(theta) as the sums over i < y of log(theta + i) and 1 / (theta + i) (no
+#: cancellation of two large log-gammas); the sums are tabulated once per theta in
+#: :meth:`NegativeBinomial.kernel_extra` (extra[4:4 + SMALL], extra[4 + SMALL:]), so a
+#: row looks them up instead of summing at every evaluation
+SMALL = 16
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _lgamma_ratio(y, theta, lgamma_theta):
-    """log Gamma(y + theta) - log Gamma(theta) = sum_{i<y} log(theta + i) for an integer
-    count y: the sum for small y (no cancellation of two large log-gammas)."""
-    if y < 16.0:
-        s = 0.0
-        for i in range(int(y)):
-            s += np.log(theta + i)
-        return s
-    return math.lgamma(y + theta) - lgamma_theta
+def _lgamma_ratio(y, theta, extra):
+    """log Gamma(y + theta) - log Gamma(theta) for an integer count y."""
+    if y < SMALL:
+        return extra[4 + int(y)]
+    return math.lgamma(y + theta) - extra[2]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -54,9 +63,8 @@ def moments(y, eta, extra):
     With p = mu / (mu + theta): g1 = theta (y - mu) / (mu + theta) = y - (y + theta) p,
     g2 = (y + theta) p (1 - p), g3 = g2 (1 - 2p)."""
     theta = extra[0]
-    eta_lmt, lt_lmt = _logs(eta, extra[1])
-    p = np.exp(eta_lmt)
-    ll = y * eta_lmt + theta * lt_lmt + _lgamma_ratio(y, theta, extra[2])
+    eta_lmt, lt_lmt, p, _ = _logs(eta, extra[1])
+    ll = y * eta_lmt + theta * lt_lmt + _lgamma_ratio(y, theta, extra)
     s = p * (1.0 - p)
     g2 = (y + theta) * s
     return ll, y - (y + theta) * p, g2, g2 * (1.0 - 2.0 * p)
@@ -85,7 +93,7 @@ def digamma(x):
     return acc + np.log(x) - 0.5 * inv - series
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
     """d log p, d g1, d g2 with respect to theta (natural scale), one entry:
 
@@ -94,15 +102,11 @@ def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
         d g1 = -p + (y + theta) s / theta,   d g2 = s - (y + theta)(1 - 2p) s / theta,
     with p = mu / (mu + theta), s = p (1 - p)."""
     theta = extra[0]
-    eta_lmt, lt_lmt = _logs(eta, extra[1])
-    p = np.exp(eta_lmt)
-    q = np.exp(lt_lmt)  # 1 - p without cancellation
+    _, lt_lmt, p, q = _logs(eta, extra[1])
     s = p * q
     # psi(y + theta) - psi(theta) = sum_{i<y} 1 / (theta + i) for an integer count
-    if y < 16.0:
-        dpsi = 0.0
-        for i in range(int(y)):
-            dpsi += 1.0 / (theta + i)
+    if y < SMALL:
+        dpsi = extra[4 + SMALL + int(y)]
     else:
         dpsi = digamma(y + theta) - extra[3]
     idx[0] = 0
@@ -142,11 +146,20 @@ class NegativeBinomial(Family):
         return ["theta"]
 
     def kernel_extra(self, extra):
-        """[theta, log theta, lgamma(theta), digamma(theta)]: the last three are the same
-        for every row, so the kernels do not recompute them."""
+        """[theta, log theta, lgamma(theta), digamma(theta), then for y = 0..SMALL-1 the
+        sums over i < y of log(theta + i), then of 1 / (theta + i)]: the same for every
+        row, so the kernels do not recompute them."""
         log_theta = float(np.asarray(extra, dtype=float)[0])
         theta = float(np.exp(log_theta))
-        return np.array([theta, log_theta, math.lgamma(theta), float(digamma(theta))])
+        out = np.empty(4 + 2 * SMALL)
+        out[:4] = theta, log_theta, math.lgamma(theta), float(digamma(theta))
+        s = d = 0.0
+        for i in range(SMALL):  # in the order the per-row loop summed: same numbers
+            out[4 + i] = s
+            out[4 + SMALL + i] = d
+            s += math.log(theta + i)
+            d += 1.0 / (theta + i)
+        return out
 
     def extra_natural(self, extra):
         return np.exp(np.asarray(extra, dtype=float))

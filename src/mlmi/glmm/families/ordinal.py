@@ -34,14 +34,14 @@ MAX_CATEGORIES = 30
 @njit(cache=True, inline="always", error_model="numpy")
 def _cdf_terms(x):
     """F(x), 1 - F(x) and F', F'', F''', F'''' at x (logistic), without cancellation."""
+    ex = np.exp(-abs(x))
+    inv = 1.0 / (1.0 + ex)
     if x >= 0.0:
-        ex = np.exp(-x)
-        F = 1.0 / (1.0 + ex)
-        G = ex / (1.0 + ex)
+        F = inv
+        G = ex * inv
     else:
-        ex = np.exp(x)
-        F = ex / (1.0 + ex)
-        G = 1.0 / (1.0 + ex)
+        F = ex * inv
+        G = inv
     f = F * G
     f1 = f * (G - F)
     f2 = f - 6.0 * f * f
@@ -70,7 +70,8 @@ def _row(y, eta, extra):
     D = Fa - Fc if Fa < 0.5 else Gc - Ga
     if not D > 0.0:
         return -np.inf, 0.0, 0.0, 0.0, 0.0
-    return (np.log(D), (fa - fc) / D, (f1a - f1c) / D, (f2a - f2c) / D, (f3a - f3c) / D)
+    inv = 1.0 / D
+    return np.log(D), (fa - fc) * inv, (f1a - f1c) * inv, (f2a - f2c) * inv, (f3a - f3c) * inv
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -85,7 +86,7 @@ def fourth(y, eta, g2, g3, extra):
     return 6.0 * r1**4 - 12.0 * r1 * r1 * r2 + 3.0 * r2 * r2 + 4.0 * r1 * r3 - r4
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
     """Partial derivatives of log p, g1 and g2 of one row with respect to the thresholds
     it involves (theta_k above, theta_{k-1} below, for y = k); their indices go to
@@ -105,20 +106,21 @@ def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
     D = Fa - Fc if Fa < 0.5 else Gc - Ga
     if not D > 0.0:
         return 0
-    r1 = (fa - fc) / D
-    r2 = (f1a - f1c) / D
+    inv = 1.0 / D
+    r1 = (fa - fc) * inv
+    r2 = (f1a - f1c) * inv
     m = 0
     if k < K1:  # theta_k, the upper boundary (s = +1)
         idx[m] = k
-        dl[m] = fa / D
-        dg1[m] = (r1 * fa - f1a) / D
-        dg2[m] = (2.0 * r1 * (f1a - r1 * fa) - (f2a - r2 * fa)) / D
+        dl[m] = fa * inv
+        dg1[m] = (r1 * fa - f1a) * inv
+        dg2[m] = (2.0 * r1 * (f1a - r1 * fa) - (f2a - r2 * fa)) * inv
         m += 1
     if k > 0:  # theta_{k-1}, the lower boundary (s = -1)
         idx[m] = k - 1
-        dl[m] = -fc / D
-        dg1[m] = -(r1 * fc - f1c) / D
-        dg2[m] = -(2.0 * r1 * (f1c - r1 * fc) - (f2c - r2 * fc)) / D
+        dl[m] = -fc * inv
+        dg1[m] = -(r1 * fc - f1c) * inv
+        dg2[m] = -(2.0 * r1 * (f1c - r1 * fc) - (f2c - r2 * fc)) * inv
         m += 1
     return m
 
