@@ -898,10 +898,11 @@ def _check_response(fam: Family, y: np.ndarray, extra, M: int) -> np.ndarray | N
         _check_codes(y, extra.size + 1, "ordinal")
         return extra
     if fam.name == "negbin":
-        if extra is None or extra.size != 4 or not extra[0] > 0:
+        if extra is None or extra.size != fam.kernel_extra(np.zeros(1)).size \
+                or not extra[0] > 0:
             raise InputError(
                 "family='negbin' needs extra = fit.family.kernel_extra(fit.extra) "
-                f"([theta, log theta, lgamma(theta), digamma(theta)], theta > 0); got "
+                f"([theta, log theta, lgamma(theta), digamma(theta), tables], theta > 0); got "
                 f"{None if extra is None else extra.tolist()}")
     if fam.fitter == "multinomial":
         if not np.all(np.isfinite(y)):
