@@ -43,6 +43,18 @@ def median_ms(fn: Callable[[], object], reps: int) -> float:
     return 1e3 * float(np.median(times))
 
 
+def median_cpu_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median CPU time of this process over ``reps`` calls, in milliseconds: on a machine
+    shared with other work it is far less inflated than wall time (one thread here, so
+    CPU time is the time the fit needs; cache and core contention still count)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return 1e3 * float(np.median(times))
+
+
 def have_r_package(pkg: str) -> bool:
     """Is ``Rscript`` on the PATH with ``pkg`` installed? (never required)"""
     if shutil.which("Rscript") is None:
