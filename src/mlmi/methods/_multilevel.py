@@ -24,7 +24,6 @@ and every stage handles them.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -529,7 +528,9 @@ def psi_sigma_stage(step: Step) -> None:
     else:
         psi_star, psi_info = draw_psi_star(fit, psi_draw, rng)
         step.sigma_star = draw_sigma()
-    step.psi_star = psi_star
+    # the Wishart's inverse of an ill-conditioned precision is symmetric only to
+    # round-off, which the samplers' symmetry check can see for (K-1) q dimensions
+    step.psi_star = 0.5 * (psi_star + psi_star.T)
     step.counts["psi_floored"] = psi_info["psi_floored"]
     step.counts["psi_fallbacks"] = psi_info["psi_fallbacks"]
 
@@ -561,40 +562,12 @@ def b_star_stage(step: Step) -> None:
         else:  # the fit's columns, beta flat category-major as the fit's
             X = step.X[rows][:, step.cols]
             beta = step.beta_star[:, step.cols].ravel()
-        b_star[sporadic] = _draw_many(
+        b_star[sporadic] = draw_many(
             step.fam, step.y_obs[pos], X, step.W[rows], starts, beta, step.psi_star, rng,
             method=problem.sampler, sigma=step.sigma_star, stats=step.stats,
             extra=kernel_extra,
         )
     step.b_star = b_star
-
-
-def _draw_many(fam, y, X, W, starts, beta, psi, rng, **kw):
-    """:func:`mlmi.posterior.draw_many`; for a categorical family with the response
-    checked as category codes only. draw_many validates ``y`` with the family's own
-    check, which for the ordinal and multinomial families is the fit's (every category
-    observed, at least two): the observed rows of the sporadically missing studies alone
-    (e.g. one study with three observed values) need not pass it, yet their posterior is
-    well defined."""
-    if fam.name in ("ordinal", "multinomial"):
-        fam = copy.copy(fam)
-        fam.validate_response = _codes_check
-    if fam.fitter == "multinomial" and kw.get("method") == "marginal":
-        # TEMPORARY until draw_many takes the multinomial family (engineer 11s): the
-        # marginal draw is the prior draw, as draw_many's
-        k = starts.shape[0] - 1
-        stats = kw.get("stats")
-        if stats is not None:
-            stats.add(k, k, k, 0, 0)
-        lam = np.linalg.cholesky(psi + 1e-14 * np.eye(psi.shape[0]))
-        return rng.standard_normal((k, psi.shape[0])) @ lam.T
-    return draw_many(fam, y, X, W, starts, beta, psi, rng, **kw)
-
-
-def _codes_check(y, name="y") -> None:
-    y = np.asarray(y, dtype=float)
-    if not np.all(np.isfinite(y)) or np.any(y < 0) or np.any(y != np.round(y)):
-        raise InputError(f"response {name!r} must be category codes 0..K-1")
 
 
 def response_stage(step: Step) -> np.ndarray:
