@@ -418,3 +418,14 @@ def test_stages_compose_to_the_method(ordinal_data):
     got = response_stage(step)
     np.testing.assert_array_equal(got, want.values)
     assert step.info() == want.info
+
+
+def test_2l_nb_bad_counts_are_named(nb_data):
+    y, x, cluster, ry, _ = nb_data
+    bad = y.copy()
+    bad[np.flatnonzero(ry)[0]] = 1.5
+    with pytest.raises(InputError, match=r"non-integer value\(s\) \[1.5\]"):
+        get_method("2l.nb").func(make_problem(bad, x, cluster, ry, "count"))
+    bad[np.flatnonzero(ry)[0]] = -2.0
+    with pytest.raises(InputError, match=r"non-negative count.*\[-2.0\]"):
+        get_method("2l.nb").func(make_problem(bad, x, cluster, ry, "count"))

@@ -139,3 +139,23 @@ def test_2l_polyreg_reproduces_category_shares_per_study(nominal_data):
         assert np.all(np.abs(got - true) < 4 * se), (i, got, true)
     assert sum(info["fallbacks"] for info in infos) == 0
     assert all(info["accepted"] == 9 for info in infos)
+
+
+def test_2l_polyreg_fewer_studies_than_random_effects_uses_ml_normal():
+    """4 categories (3 random intercepts) observed in 2 studies: the Wishart draw of Psi*
+    does not exist, Psi* is drawn by ml-normal, counted and said."""
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(3)
+    cluster = np.repeat(np.arange(4), 150)
+    x = rng.standard_normal(cluster.size)
+    eta = np.column_stack([np.zeros(x.size), 0.3 + 0.5 * x, -0.2 + 0 * x, 0.1 - 0.4 * x])
+    y = (rng.random(x.size)[:, None] > np.cumsum(softmax(eta, 1), 1)[:, :-1]).sum(1)
+    ry = rng.random(x.size) > 0.3
+    ry[cluster >= 2] = False
+    d = get_method("2l.polyreg").func(make_problem(y.astype(float), x, cluster, ry,
+                                                   "nominal", n_levels=4))
+    assert d.info["psi_fallbacks"] == 1
+    assert any("2 observing stud(ies) for 3 random effects" in w
+               for w in d.info["fit_warnings"])
+    assert d.info["n_systematic"] == 2 and set(np.unique(d.values)) <= {0, 1, 2, 3}
