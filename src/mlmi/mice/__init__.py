@@ -12,6 +12,7 @@ from .._progress import Progress
 from .._threads import single_threaded_blas
 from ..exceptions import ImputationWarning, InputError
 from ..methods.base import DEFAULT_PSI_DRAW
+from .diagnostics import frame as diagnostics_frame
 from .imputed import Imputed
 from .sampler import ChainResult, run_chain
 from .setup import Plan, make_plan
@@ -234,6 +235,10 @@ def _report(imputed: Imputed) -> str:
     parts = []
     if "variable" not in d:
         return ""
+    separated: dict[str, int] = {}
+    for rec in imputed.records:
+        if rec.count_kind("separation"):
+            separated[rec.variable] = separated.get(rec.variable, 0) + 1
     for var, sub in d.groupby("variable", sort=False):
         calls = len(sub)
         bits = []
@@ -249,16 +254,13 @@ def _report(imputed: Imputed) -> str:
         if "fit_converged" in sub and (~sub["fit_converged"].astype(bool)).sum():
             bits.append(f"{int((~sub['fit_converged'].astype(bool)).sum())}/{calls} model "
                         "fits not converged")
-        if "fit_warnings" in sub:
-            # separation of the fixed effects threatens the imputation model; a study
-            # whose response is constant (within-cluster) is handled by the random
-            # effects' prior and stays in the diagnostics only
-            fixed_sep = sub["fit_warnings"].map(lambda text: any(
-                part.startswith("[separation]") and "within-cluster" not in part
-                for part in text.split("; ")))
-            if fixed_sep.sum():
-                bits.append(f"{int(fixed_sep.sum())}/{calls} model fits with separation of "
-                            "the fixed effects")
+        # separation of the fixed effects threatens the imputation model; a study whose
+        # response is constant (kind cluster-separation) is handled by the random
+        # effects' prior and stays in the diagnostics only
+        fixed_sep = separated.get(var, 0)
+        if fixed_sep:
+            bits.append(f"{fixed_sep}/{calls} model fits with separation of the fixed "
+                        "effects")
         if "dropped_studies" in sub and sub["dropped_studies"].fillna(0).sum():
             spor = int(sub["dropped_sporadic"].fillna(0).sum()) if "dropped_sporadic" in sub \
                 else 0
@@ -349,16 +351,9 @@ def _collect(plan: Plan, results: list[ChainResult], m: int, maxit: int, seed) -
     imputations = {v: np.vstack([r.imputations[v] for r in results])
                    for v in plan.output_variables}
     chains = pd.DataFrame([row for r in results for row in r.trace])
-    diag = pd.DataFrame([row for r in results for row in r.diagnostics])
-    if "fit_warnings" in diag:
-        diag["n_fit_warnings"] = diag["fit_warnings"].map(len)
-        diag["fit_warnings"] = diag["fit_warnings"].map("; ".join)
-    if "proposals" in diag:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            diag["acceptance_rate"] = diag["accepted"] / diag["proposals"].where(
-                diag["proposals"] > 0)
+    records = [rec for r in results for rec in r.diagnostics]
     return Imputed(plan=plan, m=m, maxit=maxit, seed=seed, imputations=imputations,
-                   chains=chains, diagnostics=diag)
+                   chains=chains, diagnostics=diagnostics_frame(records), records=records)
 
 
 __all__ = ["Imputed", "impute"]

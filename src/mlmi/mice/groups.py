@@ -204,4 +204,5 @@ def _combine(whole: Plan, parts: list[Imputed], levels, positions, m: int, maxit
                                                                            strict=True)],
                      ignore_index=True)
     return Imputed(plan=whole, m=m, maxit=maxit, seed=seed, imputations=imputations,
-                   chains=chains, diagnostics=diag)
+                   chains=chains, diagnostics=diag,
+                   records=[rec for p in parts for rec in p.records])

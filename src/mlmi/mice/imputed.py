@@ -53,6 +53,9 @@ class Imputed:
     imputations: dict[str, np.ndarray] = field(repr=False)
     chains: pd.DataFrame = field(repr=False)
     diagnostics: pd.DataFrame = field(repr=False)
+    #: the steps as typed records (mlmi.mice.diagnostics.StepRecord), one per row of
+    #: ``diagnostics``: named counts and warnings with a kind
+    records: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.diagnostics.attrs["seed"] = self.seed

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..exceptions import MLMIError
 from ..methods import Problem, get_method
+from .diagnostics import StepRecord
 from .setup import Plan, _compute_derived
 
 
@@ -35,7 +36,7 @@ class ChainResult:
     chain: int
     imputations: dict[str, np.ndarray]
     trace: list[dict]
-    diagnostics: list[dict]
+    diagnostics: list[StepRecord]
 
 
 def get_values(plan: Plan, work: np.ndarray, var: str, rows=slice(None)) -> np.ndarray:
@@ -99,7 +100,7 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
     means = {v: plan.mean_predictors(v) for v in plan.imputed_variables}
     sizes = np.bincount(plan.codes, minlength=plan.labels.size).astype(float)
     trace: list[dict] = []
-    diagnostics: list[dict] = []
+    diagnostics: list[StepRecord] = []
     for it in range(1, maxit + 1):
         for var in plan.visit_sequence:
             info = get_method(plan.methods[var])
@@ -140,10 +141,8 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
                 )
             set_values(plan, work, var, np.flatnonzero(miss), values)
             _compute_derived(plan, work, plan.dependents(var))
-            record = {"variable": var, "iteration": it, "chain": chain + 1,
-                      "method": info.name, "seconds": seconds}
-            record.update(draw.info)
-            diagnostics.append(record)
+            diagnostics.append(StepRecord.from_draw(var, it, chain + 1, info.name, seconds,
+                                                    draw.info))
             if progress is not None:
                 progress()
         for var in plan.imputed_variables:
