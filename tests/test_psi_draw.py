@@ -285,21 +285,21 @@ def test_cli_psi_draw(tmp_path, paper_data):
                  "--quiet"]) == 0
     diag = pd.read_csv(tmp_path / "o.diagnostics.csv")
     assert "psi_fallbacks" in diag.columns
-    with pytest.raises(SystemExit):
-        main(["impute", str(src), "--cluster", "st", "--psi-draw", "nope", "--out",
-              str(out)])
+    assert main(["impute", str(src), "--cluster", "st", "--psi-draw", "nope", "--out",
+                 str(out)]) == 2
 
 
 def test_cli_choices_are_the_library_draws():
-    import argparse
+    from mlmi.cli import _parse_choice
+    from mlmi.exceptions import InputError
 
-    from mlmi.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    action = next(a for a in sub.choices["impute"]._actions if a.dest == "psi_draw")
-    assert tuple(action.choices) == PSI_DRAWS
-    assert action.default == DEFAULT_PSI_DRAW
+    for draw in PSI_DRAWS:  # one for all, or per variable (issue 11)
+        assert _parse_choice([draw], "--psi-draw", PSI_DRAWS, DEFAULT_PSI_DRAW) == draw
+        assert _parse_choice([f"x1={draw}"], "--psi-draw", PSI_DRAWS,
+                             DEFAULT_PSI_DRAW) == {"x1": draw}
+    assert _parse_choice(None, "--psi-draw", PSI_DRAWS, DEFAULT_PSI_DRAW) == DEFAULT_PSI_DRAW
+    with pytest.raises(InputError, match="--psi-draw 'nope': use one of"):
+        _parse_choice(["nope"], "--psi-draw", PSI_DRAWS, DEFAULT_PSI_DRAW)
 
 
 # ----------------------------------------------------------------------- few studies

@@ -106,6 +106,57 @@ def _parse_random(items: list[str] | None) -> dict | None:
             for var, preds in pairs.items()}
 
 
+def _parse_choice(items: list[str] | None, option: str, choices, default: str) -> str | dict:
+    """--sampler NAME (every variable) or --sampler VAR=NAME (repeatable, per variable;
+    the others get the default)."""
+    from .exceptions import InputError
+
+    if not items:
+        return default
+    bare = [i for i in items if "=" not in i]
+    if bare and len(items) > 1:
+        raise InputError(f"{option}: give one name for every variable ({option} "
+                         f"{bare[0]}) or VAR=NAME per variable, not both")
+    if bare:
+        if bare[0] not in choices:
+            raise InputError(f"{option} {bare[0]!r}: use one of {list(choices)} (or "
+                             f"VAR=NAME for one variable)")
+        return bare[0]
+    pairs = _parse_pairs(items, option, f"VAR=NAME with NAME one of {list(choices)}")
+    for var, name in pairs.items():
+        if name not in choices:
+            raise InputError(f"{option} {var}={name}: use one of {list(choices)}")
+    return pairs
+
+
+def _parse_limits(items: list[str] | None) -> dict | None:
+    """--limit VAR=LO,HI (repeatable; an empty side is unbounded: bnp=0,)."""
+    from .exceptions import InputError
+
+    pairs = _parse_pairs(items, "--limit", "VAR=LO,HI, e.g. comorbidities=0,4")
+    if pairs is None:
+        return None
+    out = {}
+    for var, text in pairs.items():
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise InputError(f"--limit {var}={text}: use VAR=LO,HI with two numbers "
+                             "separated by a comma (an empty side is unbounded)")
+        bounds = []
+        for side, part in zip(("lower", "upper"), parts, strict=True):
+            part = part.strip()
+            if not part:
+                bounds.append(None)
+                continue
+            try:
+                bounds.append(float(part))
+            except ValueError:
+                raise InputError(f"--limit {var}={text}: the {side} bound {part!r} is not a "
+                                 "number") from None
+        out[var] = tuple(bounds)
+    return out
+
+
 def _parse_pairs(items: list[str] | None, option: str, form: str) -> dict | None:
     """NAME=VALUE options (repeatable) as a dict."""
     from .exceptions import InputError
@@ -175,8 +226,15 @@ def _impute(args: argparse.Namespace) -> int:
         seed = draw_seed()
         print(f"mlmi impute: no --seed given; drew --seed {seed} (stored in {meta_path.name}; "
               "give it to repeat this run)", file=sys.stderr)
+    from .methods._multilevel import PSI_DRAWS
+    from .methods.base import DEFAULT_PSI_DRAW
+    from .mice.setup import SAMPLERS
+
+    sampler = _parse_choice(args.sampler, "--sampler", SAMPLERS, "exact")
+    psi_draw = _parse_choice(args.psi_draw, "--psi-draw", PSI_DRAWS, DEFAULT_PSI_DRAW)
+    limits = _parse_limits(args.limit)
     imputed = impute(data, args.cluster, m=args.m, maxit=args.maxit, method=method,
-                     random=random, sampler=args.sampler, psi_draw=args.psi_draw,
+                     random=random, sampler=sampler, psi_draw=psi_draw, limits=limits,
                      seed=seed, n_jobs=args.jobs,
                      progress=not args.quiet, level=level, derived=derived, types=types,
                      exclude=args.exclude, by=args.by)
@@ -185,7 +243,7 @@ def _impute(args: argparse.Namespace) -> int:
     diagnostics.insert(0, "seed", seed)
     meta = {"mlmi": __version__, "input": str(args.input), "cluster": args.cluster,
             "m": imputed.m, "maxit": imputed.maxit, "seed": seed, "n": len(data),
-            "sampler": imputed.sampler, "psi_draw": args.psi_draw,
+            "sampler": imputed.sampler, "psi_draw": psi_draw, "limits": limits,
             "methods": imputed.methods,
             "include_original": bool(args.include_original), "rows": len(long),
             "output": out.name}
@@ -367,12 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--m", type=int, default=5, help="imputations (default 5)")
     imp.add_argument("--maxit", type=int, default=10, help="iterations (default 10)")
     imp.add_argument("--seed", type=int, default=None)
-    imp.add_argument("--sampler", default="exact",
-                     choices=["exact", "prior-ar", "laplace", "marginal"])
-    imp.add_argument("--psi-draw", default="paper",
-                     choices=["paper", "corrected", "ml-normal"],
+    imp.add_argument("--sampler", action="append", metavar="NAME|VAR=NAME",
+                     help="draw of a sporadically missing study's random effects: exact "
+                          "(default), prior-ar, laplace or marginal; for every variable, "
+                          "or VAR=NAME per variable (repeatable), e.g. afib=marginal")
+    imp.add_argument("--psi-draw", action="append", metavar="NAME|VAR=NAME",
                      help="draw of the between-study covariance Psi* of the multilevel "
-                          "imputation models (default paper; see docs/method.md)")
+                          "imputation models: paper (default), corrected or ml-normal "
+                          "(see docs/method.md); for every variable or VAR=NAME")
+    imp.add_argument("--limit", action="append", metavar="VAR=LO,HI",
+                     help="the possible range of a count or continuous variable "
+                          "(repeatable), e.g. comorbidities=0,4 or bnp=0, (no upper "
+                          "bound): drawn from the truncated model, counted")
     imp.add_argument("--jobs", type=int, default=1, help="chains in parallel processes")
     imp.add_argument("--out", required=True, help="output file (.csv or .parquet)")
     imp.add_argument("--analyze", metavar="FORMULA",

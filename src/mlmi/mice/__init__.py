@@ -28,7 +28,7 @@ def impute(
     random: dict | None = None,
     predictor_matrix: pd.DataFrame | None = None,
     visit_sequence: list[str] | None = None,
-    sampler: str = "exact",
+    sampler: str | dict = "exact",
     seed: int | None = None,
     n_jobs: int = 1,
     types: dict | None = None,
@@ -38,7 +38,8 @@ def impute(
     derived: dict | None = None,
     exclude: list[str] | None = None,
     by: str | None = None,
-    psi_draw: str = DEFAULT_PSI_DRAW,
+    psi_draw: str | dict = DEFAULT_PSI_DRAW,
+    limits: dict | None = None,
 ) -> Imputed:
     """Multiple imputation of clustered (IPD meta-analysis) data by chained equations.
 
@@ -72,7 +73,11 @@ def impute(
         accept–reject with a multivariate-t envelope — exact draws from the posterior),
         "prior-ar" (the paper's accept–reject from the prior, at most 250 proposals then
         the prior draw — counted), "laplace" (normal at the posterior mode, as mice
-        3.19) or "marginal" (prior draw, ignoring the study's data).
+        3.19) or "marginal" (prior draw, ignoring the study's data). A dict variable →
+        sampler sets it per variable (the others: "exact"), as ``method=`` does:
+        ``sampler={"afib": "marginal"}`` with the defaults 2l.bin for afib and 2l.norm for
+        continuous variables is mice's 2l.bin + 2l.lmer combination (prior draws for the
+        binary variable's studies, the exact normal posterior for the continuous ones).
     psi_draw : how multilevel methods draw Psi*, the between-study covariance of each
         imputation model (every family): "paper" (Jolani et al.: inverse Wishart with
         df = m_obs around Lambda_hat = sum of the studies' conditional modes b_hat b_hat' —
@@ -83,7 +88,14 @@ def impute(
         Hessian, negative eigenvalues set to 0; Gaussian tails however few studies observe
         the variable). Rationale and evidence:
         docs/method.md and docs/results/psi-draw.md. Counted in .diagnostics:
-        psi_floored, psi_fallbacks.
+        psi_floored, psi_fallbacks. A dict variable → draw sets it per variable (the
+        others: the default).
+    limits : dict variable → (lower, upper): the possible range of a count or continuous
+        variable (None for no bound on one side), e.g. ``{"comorbidities": (0, 4)}``.
+        Methods that support it draw from the model truncated to the range (not
+        clipped; counted as ``truncated`` in .diagnostics); a value a method still puts
+        outside is counted (``outside_limits``) and named at the end. Observed values
+        must lie inside.
     seed : a non-negative integer; every random draw derives from it, and the same seed
         gives the same imputations, serial or parallel. None: a seed is drawn from the
         operating system, kept in ``Imputed.seed`` and noted in ``Imputed.notes``, so
@@ -139,7 +151,7 @@ def impute(
         seed = draw_seed()
     args = {"method": method, "random": random, "predictor_matrix": predictor_matrix,
             "visit_sequence": visit_sequence, "sampler": sampler, "types": types,
-            "level": level, "derived": derived, "psi_draw": psi_draw}
+            "level": level, "derived": derived, "psi_draw": psi_draw, "limits": limits}
     if by is not None:
         from .groups import impute_by
 
@@ -228,13 +240,21 @@ def _impute(plan: Plan, m, maxit, seed, n_jobs, scheduler, progress) -> Imputed:
     return imputed
 
 
+#: a variable with more than this per cent of its imputed values outside its observed
+#: range is named in the end-of-run warning (all counts are in Imputed.summary())
+OUT_OF_RANGE_PCT = 2.0
+
+
 def _report(imputed: Imputed) -> str:
     """One message with what a user must know: fallbacks, non-converged fits,
-    separation, sampler bounds exceeded, singular (floored) Psi-hat, clipped draws."""
+    separation, sampler bounds exceeded, singular (floored) Psi-hat, clipped draws,
+    values outside limits, and variables with more than OUT_OF_RANGE_PCT per cent of their
+    imputed values outside the observed range."""
     d = imputed.diagnostics
     parts = []
-    if "variable" not in d:
+    if "variable" not in d or not len(d):
         return ""
+    ranges = imputed.out_of_range()
     separated: dict[str, int] = {}
     for rec in imputed.records:
         if rec.count_kind("separation"):
@@ -276,6 +296,16 @@ def _report(imputed: Imputed) -> str:
                         "singular Psi-hat (a random-effect variance estimated as 0; floored)")
         if "clipped" in sub and sub["clipped"].sum():
             bits.append(f"{int(sub['clipped'].sum())} draw(s) with a clipped mean")
+        if "outside_limits" in sub and sub["outside_limits"].fillna(0).sum():
+            bits.append(f"{int(sub['outside_limits'].fillna(0).sum())} imputed value(s) "
+                        f"outside limits={imputed.plan.limits.get(var)} (its method "
+                        f"{imputed.plan.methods.get(var)!r} does not draw within limits)")
+        if var in ranges.index and ranges.loc[var, "out_of_range_pct"] > OUT_OF_RANGE_PCT:
+            r = ranges.loc[var]
+            bits.append(f"{r['out_of_range_pct']:.1f}% of the imputed values outside the "
+                        f"observed range {r['observed_min']:g} to {r['observed_max']:g} "
+                        f"(imputed {r['imputed_min']:g} to {r['imputed_max']:g}; more than "
+                        f"{OUT_OF_RANGE_PCT:g}%: limits= or a donor method keeps them in)")
         if bits:
             parts.append(f"{var}: " + ", ".join(bits))
     if not parts:

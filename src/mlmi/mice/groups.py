@@ -43,6 +43,9 @@ def _subset_args(args: dict, incomplete: set[str]) -> dict:
     pm = args.get("predictor_matrix")
     if pm is not None:
         out["predictor_matrix"] = pm.loc[[v for v in pm.index if v in incomplete]]
+    for arg in ("sampler", "psi_draw", "limits"):
+        if isinstance(args.get(arg), dict):
+            out[arg] = {v: x for v, x in args[arg].items() if v in incomplete}
     if args.get("visit_sequence") is not None:
         out["visit_sequence"] = [v for v in args["visit_sequence"] if v in incomplete]
     return out

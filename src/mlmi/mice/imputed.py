@@ -103,7 +103,11 @@ class Imputed:
         return list(self.plan.visit_sequence)
 
     @property
-    def sampler(self) -> str:
+    def sampler(self) -> str | dict[str, str]:
+        """The random-effects sampler: one name, or per imputed variable where
+        ``sampler=`` was a dict."""
+        if len(set(self.plan.samplers.values()) | {self.plan.sampler}) > 1:
+            return dict(self.plan.samplers)
         return self.plan.sampler
 
     @property
@@ -207,13 +211,47 @@ class Imputed:
         return analyze_completed(datasets, formula, family, **kwargs)
 
     # ------------------------------------------------------------------ reporting
+    def out_of_range(self) -> pd.DataFrame:
+        """Per imputed count or continuous variable: its observed range, the number of
+        imputed values (over all m imputations, as written to the completed data — counts
+        rounded) below and above it, and their share. A model for a variable that is not
+        bounded (a normal model for a positive biomarker, a Poisson model for a bounded
+        score) shows itself here; ``limits=`` or a donor method (pmm, 2l.pmm) keeps the
+        values inside. Binary, ordinal and nominal variables are never out of range."""
+        from .sampler import get_values
+
+        rows = []
+        for var in self.plan.imputed_variables:
+            spec = self.plan.variables[var]
+            if spec.kind.categorical or spec.vtype == "binary" or var not in \
+                    self.imputations:
+                continue
+            miss = self.plan.missing[var]
+            obs = get_values(self.plan, self.plan.work, var)[~miss]
+            imp = spec.kind.imputed_scale(np.asarray(self.imputations[var], dtype=float))
+            lo, hi = float(np.min(obs)), float(np.max(obs))
+            below, above = int(np.sum(imp < lo)), int(np.sum(imp > hi))
+            rows.append({"variable": var, "observed_min": lo, "observed_max": hi,
+                         "imputed_min": float(np.min(imp)) if imp.size else np.nan,
+                         "imputed_max": float(np.max(imp)) if imp.size else np.nan,
+                         "n_imputed": int(imp.size), "below": below, "above": above,
+                         "out_of_range": below + above,
+                         "out_of_range_pct": 100.0 * (below + above) / max(imp.size, 1)})
+        columns = ["variable", "observed_min", "observed_max", "imputed_min",
+                   "imputed_max", "n_imputed", "below", "above", "out_of_range",
+                   "out_of_range_pct"]
+        return _full_table(pd.DataFrame(rows, columns=columns).set_index("variable"))
+
     def summary(self) -> pd.DataFrame:
         """Per variable: type, method and why it has that type (``type_reason``: the
         inference rule that decided it, or ``types=`` / the method that set it); for
-        imputed variables also the sporadic/systematic studies and the totals of sampler
-        proposals, acceptances, fallbacks and fit warnings. Complete predictors come
+        imputed variables also the sporadic/systematic studies, the sampler and Psi* draw,
+        the limits, the imputed values outside the observed range (``out_of_range``, its
+        share in per cent; see :meth:`out_of_range`), and the totals of sampler
+        proposals, acceptances, fallbacks, truncated draws and fit warnings. Complete predictors come
         last, with an empty method."""
         d = self.diagnostics
+        ranges = self.out_of_range()
         rows = []
         for var in self.plan.imputed_variables:
             sub = d[d["variable"] == var] if "variable" in d else d
@@ -224,8 +262,17 @@ class Imputed:
                    "n_missing": int(self.plan.missing[var].sum()),
                    "sporadic_studies": int(np.sum(st == 1)),
                    "systematic_studies": int(np.sum(st == 2))}
+            if var in self.plan.samplers:
+                row["sampler"] = self.plan.samplers[var]
+                row["psi_draw"] = self.plan.psi_draws[var]
+            if var in self.plan.limits:
+                row["limits"] = self.plan.limits[var]
+            if var in ranges.index:
+                row["out_of_range"] = int(ranges.loc[var, "out_of_range"])
+                row["out_of_range_pct"] = float(ranges.loc[var, "out_of_range_pct"])
             for key in ("proposals", "accepted", "bound_exceeded", "fallbacks",
                         "mode_failures", "psi_floored", "psi_fallbacks", "clipped",
+                        "truncated", "truncated_rows", "outside_limits",
                         "dropped_studies", "n_fit_warnings"):
                 if key in sub:
                     row[key] = int(sub[key].fillna(0).sum())

@@ -118,10 +118,12 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
                 variable=var, vtype=spec.vtype, y=get_values(plan, work, var).copy(),
                 ry=~miss, wy=miss, x=x, x_names=names, type=roles, cluster=plan.codes,
                 cluster_labels=plan.labels, status=plan.status[var], rng=rng,
-                sampler=plan.sampler, psi_draw=plan.psi_draw, state=states[var],
+                sampler=plan.samplers.get(var, plan.sampler),
+                psi_draw=plan.psi_draws.get(var, plan.psi_draw), state=states[var],
                 cluster_role=int(plan.predictor_matrix.loc[var, plan.cluster]),
                 n_levels=spec.kind.n_levels(spec.levels),
                 levels=list(spec.levels) if spec.kind.categorical else None,
+                limits=plan.limits.get(var),
             )
             t0 = time.perf_counter()
             try:
@@ -140,9 +142,14 @@ def _run_chain(plan: Plan, chain: int, seed, maxit: int, progress) -> ChainResul
                     f"{int(miss.sum())} finite values"
                 )
             set_values(plan, work, var, np.flatnonzero(miss), values)
+            counts = dict(draw.info)
+            if var in plan.limits:  # a method that ignores limits: counted, not clipped
+                lo, hi = plan.limits[var]
+                shown = spec.kind.imputed_scale(values)
+                counts["outside_limits"] = int(np.sum((shown < lo) | (shown > hi)))
             _compute_derived(plan, work, plan.dependents(var))
             diagnostics.append(StepRecord.from_draw(var, it, chain + 1, info.name, seconds,
-                                                    draw.info))
+                                                    counts))
             if progress is not None:
                 progress()
         for var in plan.imputed_variables:

@@ -98,6 +98,11 @@ class Plan:
     #: incomplete variables observed with a single value: imputed with that value, not
     #: modelled (a model of a constant has nothing to estimate) and not a predictor
     constants: dict = field(default_factory=dict)
+    #: per imputed variable: the random-effects sampler and the Psi* draw it uses
+    samplers: dict[str, str] = field(default_factory=dict)
+    psi_draws: dict[str, str] = field(default_factory=dict)
+    #: per variable: (lower, upper) bounds of its possible values (``limits=``)
+    limits: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def imputed_variables(self) -> list[str]:
@@ -238,13 +243,14 @@ def make_plan(
     random: dict | None = None,
     predictor_matrix: pd.DataFrame | None = None,
     visit_sequence: list[str] | None = None,
-    sampler: str = "exact",
+    sampler: str | dict = "exact",
     types: dict | None = None,
     level: dict | None = None,
     derived: dict | None = None,
     exclude: list[str] | None = None,
     fixed: Plan | None = None,
-    psi_draw: str = DEFAULT_PSI_DRAW,
+    psi_draw: str | dict = DEFAULT_PSI_DRAW,
+    limits: dict | None = None,
 ) -> Plan:
     """Validate the arguments of :func:`mlmi.impute` and build the imputation plan.
 
@@ -279,10 +285,8 @@ def make_plan(
         )
     if len(data) == 0:
         raise InputError("data has no rows")
-    if sampler not in SAMPLERS:
-        raise InputError(f"sampler={sampler!r}: use one of {list(SAMPLERS)}")
-    if psi_draw not in PSI_DRAWS:
-        raise InputError(f"psi_draw={psi_draw!r}: use one of {list(PSI_DRAWS)}")
+    sampler_default = _check_choice("sampler", sampler, SAMPLERS, "exact")
+    psi_default = _check_choice("psi_draw", psi_draw, PSI_DRAWS, DEFAULT_PSI_DRAW)
     notes: list[str] = []
     warns: list[str] = []
     cl = data[cluster]
@@ -408,7 +412,8 @@ def make_plan(
     for name in constants:
         methods.pop(name, None)
     for name, warning in doubts.items():
-        if methods.get(name):
+        # not sure of the type: warned unless imputed under limits the user gave
+        if methods.get(name) and not (isinstance(limits, dict) and name in limits):
             warns.append(warning)
     pm = _predictor_matrix(predictor_matrix, random, variables, methods, columns, cluster,
                            derived_exprs, level2, constants)
@@ -436,13 +441,101 @@ def make_plan(
         st[(n_obs > 0) & (n_obs < sizes)] = SPORADIC
         st[n_obs == 0] = SYSTEMATIC
         status[v] = st
+    samplers = _per_variable("sampler", sampler, sampler_default, methods, columns, cluster)
+    psi_draws = _per_variable("psi_draw", psi_draw, psi_default, methods, columns, cluster)
+    bounds = _limits(limits, variables, data, methods, columns, cluster)
     plan = Plan(data, cluster, codes, labels, variables, methods, pm, visit, work, work_names,
-                missing, status, sampler, notes, warns, excluded, level2, derived_exprs,
-                psi_draw=psi_draw, constants=constants)
+                missing, status, sampler_default, notes, warns, excluded, level2,
+                derived_exprs, psi_draw=psi_default, constants=constants, samplers=samplers,
+                psi_draws=psi_draws, limits=bounds)
     _check_identifiable(plan)
     warns.extend(few_studies_warnings(plan))
     _compute_derived(plan, plan.work, list(derived_exprs))
     return plan
+
+
+def _check_choice(arg: str, value, allowed, default: str) -> str:
+    """A choice given for every variable (a name) or per variable (a dict variable ->
+    name, the others getting ``default``): the values checked; the default returned."""
+    if isinstance(value, dict):
+        for var, v in value.items():
+            if not isinstance(v, str) or v not in allowed:
+                raise InputError(f"{arg}[{var!r}] = {v!r}: use one of {list(allowed)}")
+        return default
+    if not isinstance(value, str) or value not in allowed:
+        raise InputError(f"{arg}={value!r}: use one of {list(allowed)}, or a dict variable "
+                         f"-> one of them")
+    return value
+
+
+def _per_variable(arg: str, value, default: str, methods: dict[str, str], columns,
+                  cluster) -> dict[str, str]:
+    """The choice of every imputed variable (``sampler=`` / ``psi_draw=``); a dict may
+    name only variables whose method draws random effects (multilevel, participant
+    level)."""
+    imputed = [t for t, m in methods.items() if m]
+    if not isinstance(value, dict):
+        return dict.fromkeys(imputed, value)
+    _check_names(arg, value, columns, cluster)
+    for var, v in value.items():
+        if not methods.get(var):
+            raise InputError(f"{arg}[{var!r}] = {v!r}: {var!r} is not imputed (it has no "
+                             "missing values, or no method)")
+        info = get_method(methods[var])
+        if not info.multilevel or info.level == 2:
+            raise InputError(
+                f"{arg}[{var!r}] = {v!r}: {var!r} is imputed by {info.name!r}, which draws "
+                "no random effects of studies (a single-level or study-level method)")
+    return {t: value.get(t, default) for t in imputed}
+
+
+def _limits(limits, variables: dict[str, Variable], data: pd.DataFrame,
+            methods: dict[str, str], columns, cluster) -> dict[str, tuple[float, float]]:
+    """``limits=``: bounds of the possible values of counts and continuous variables,
+    checked (names, two numbers lower < upper, every observed value inside)."""
+    if limits is None:
+        return {}
+    if not isinstance(limits, dict):
+        raise InputError(f"limits={limits!r} must be a dict variable -> (lower, upper), e.g. "
+                         "{'comorbidities': (0, 4)}")
+    _check_names("limits", limits, columns, cluster)
+    out: dict[str, tuple[float, float]] = {}
+    for var, lim in limits.items():
+        v = variables[var]
+        if v.vtype not in ("count", "continuous"):
+            raise InputError(f"limits[{var!r}] = {lim!r}: {var!r} is {v.vtype}; limits bound "
+                             "count and continuous variables (categories are never out of "
+                             "range)")
+        if not methods.get(var):
+            raise InputError(f"limits[{var!r}] = {lim!r}: {var!r} is not imputed (it has no "
+                             "missing values, or no method)")
+        if isinstance(lim, (str, bytes)) or not hasattr(lim, "__len__") or len(lim) != 2:
+            raise InputError(f"limits[{var!r}] = {lim!r}: give two numbers (lower, upper); "
+                             "None for no bound on one side")
+        bounds = []
+        for side, b, inf in (("lower", lim[0], -np.inf), ("upper", lim[1], np.inf)):
+            if b is None:
+                bounds.append(inf)
+                continue
+            if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, float, np.number)) \
+                    or np.isnan(b):
+                raise InputError(f"limits[{var!r}] = {lim!r}: the {side} bound {b!r} is not "
+                                 "a number")
+            bounds.append(float(b))
+        lo, hi = bounds
+        if not lo < hi:
+            raise InputError(f"limits[{var!r}] = {lim!r}: the lower bound must be below the "
+                             "upper bound")
+        x = data[var].dropna().to_numpy(dtype=float)
+        outside = x[(x < lo) | (x > hi)]
+        if outside.size:
+            raise InputError(
+                f"limits[{var!r}] = {lim!r}, but {outside.size} observed value(s) of {var!r} "
+                f"lie outside (e.g. {np.unique(outside)[:5].tolist()}; observed range "
+                f"{x.min():g} to {x.max():g}); observed values are never changed — widen the "
+                "limits")
+        out[var] = (lo, hi)
+    return out
 
 
 def _constants(data, variables, columns, derived, method, fixed, notes) -> dict:
