@@ -248,8 +248,8 @@ class Imputed:
         imputed variables also the sporadic/systematic studies, the sampler and Psi* draw,
         the limits, the imputed values outside the observed range (``out_of_range``, its
         share in per cent; see :meth:`out_of_range`), and the totals of sampler
-        proposals, acceptances, fallbacks, truncated draws and fit warnings. Complete predictors come
-        last, with an empty method."""
+        proposals, acceptances, fallbacks, truncated draws and fit warnings. Complete
+        predictors come last, with an empty method."""
         d = self.diagnostics
         ranges = self.out_of_range()
         rows = []
