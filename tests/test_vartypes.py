@@ -245,3 +245,45 @@ def test_chem97_age_imputed_as_continuous_in_range_of_a_normal_model():
     # sd of the draws: the observed SD (3.4) plus between-school spread, far below 14.8
     assert draws.std() < 2 * obs.std()
     assert abs(draws.mean() - obs.mean()) < 1.5
+
+
+# ------------------------------------------------------------------ plots (7c)
+def test_observed_vs_imputed_shows_category_shares_per_study():
+    """Ordinal and nominal variables imputed at participant level: one panel per study,
+    bars labelled by the levels, heights the study's observed / imputed category shares
+    (issue 11, 7c); imputations decoded to the column's own labels."""
+    from mlmi import plots
+    from mlmi.methods import available_methods
+
+    if "polr" not in available_methods() or "polyreg" not in available_methods():
+        pytest.skip("polr/polyreg not available")
+    d = _study_data(seed=12)
+    rng = np.random.default_rng(12)
+    d["colour"] = rng.choice(["red", "green", "blue"], len(d)).astype(object)
+    d.loc[rng.random(len(d)) < 0.15, "grade"] = np.nan
+    d.loc[rng.random(len(d)) < 0.15, "colour"] = np.nan
+    d.loc[d["st"] == 2, "colour"] = np.nan  # systematically missing in study 2
+    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=4,
+                 method={"grade": "polr", "colour": "polyreg", "age": "pmm"})
+    assert imp.types["grade"] == "ordinal" and imp.types["colour"] == "nominal"
+    done = imp.complete(1)
+    assert done["grade"].dtype == d["grade"].dtype and done["grade"].notna().all()
+    assert set(done["colour"]) == {"blue", "green", "red"}
+    for var, levels in (("grade", ["A", "B", "C"]), ("colour", ["blue", "green", "red"])):
+        fig = plots.observed_vs_imputed(imp, var)
+        assert len(fig.axes) == 8  # one panel per study
+        ticks = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
+        assert ticks == levels
+        # study 0's observed bars are its category shares
+        obs = d.loc[d["st"] == 0, var].dropna().astype(str)
+        share = obs.value_counts(normalize=True).reindex(levels, fill_value=0.0)
+        heights = [b.get_height() for b in fig.axes[0].patches
+                   if b.get_gid() == "observed"]
+        np.testing.assert_allclose(heights, share.to_numpy())
+        # imputed bars: shares of the imputed codes of study 0 over both imputations
+        rows = (d["st"] == 0).to_numpy()[imp.plan.missing[var]]
+        codes = imp.imputations[var][:, rows].ravel().astype(int)
+        imputed_heights = [b.get_height() for b in fig.axes[0].patches
+                           if b.get_gid() == "imputed"]
+        np.testing.assert_allclose(imputed_heights,
+                                   np.bincount(codes, minlength=3) / codes.size)
