@@ -287,3 +287,22 @@ def test_observed_vs_imputed_shows_category_shares_per_study():
                            if b.get_gid() == "imputed"]
         np.testing.assert_allclose(imputed_heights,
                                    np.bincount(codes, minlength=3) / codes.size)
+
+
+def test_ipdna_bnp_by_2l_pmm_positive_and_observed_values():
+    """IPDNa with 2l.pmm for BNP (systematically missing in 10 centres): every imputation
+    is an observed BNP value, so positive and inside the observed range (7b)."""
+    from mlmi.methods import available_methods
+
+    if "2l.pmm" not in available_methods():
+        pytest.skip("2l.pmm not available")
+    ipd = _shared("micemd_IPDNa.csv")
+    imp = _quiet(mlmi.impute, ipd, "centre", m=2, maxit=2, seed=7,
+                 method={"bnp": "2l.pmm"})
+    assert imp.methods["bnp"] == "2l.pmm" and imp.types["bnp"] == "continuous"
+    draws = imp.imputations["bnp"]
+    assert draws.shape == (2, int(ipd["bnp"].isna().sum()))
+    assert np.all(draws > 0)
+    assert np.isin(draws, ipd["bnp"].dropna().to_numpy()).all()
+    assert imp.out_of_range().loc["bnp", "out_of_range"] == 0
+    assert imp.summary().loc["bnp", "out_of_range"] == 0

@@ -275,7 +275,9 @@ class Imputed:
                         "truncated", "truncated_rows", "outside_limits",
                         "dropped_studies", "n_fit_warnings"):
                 if key in sub:
-                    row[key] = int(sub[key].fillna(0).sum())
+                    total = float(sub[key].fillna(0).sum())
+                    # "truncated" is an expected number (a sum of probabilities)
+                    row[key] = int(total) if total == round(total) else round(total, 2)
             if "proposals" in sub and row.get("proposals"):
                 row["acceptance_rate"] = row["accepted"] / row["proposals"]
             if "fit_converged" in sub:
