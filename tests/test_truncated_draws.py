@@ -139,3 +139,43 @@ def test_bad_limits_are_named():
         p.sample(np.zeros(3), rng, limits=(1.2, 1.8))
     with pytest.raises(InputError, match="binomial family has no range"):
         get_family("binomial").sample(np.zeros(3), rng, limits=(0, 1))
+
+
+@pytest.mark.parametrize("method", ["2l.2stage.pois", "2l.2stage.norm"])
+def test_two_stage_methods_draw_from_the_truncated_model(method):
+    """The two-stage methods draw through the same truncated sampler as the multilevel
+    ones: with limits every imputation is inside them (these data put several per cent
+    of the model's mass outside) and the outside mass is counted; limits holding all the
+    mass count none; without limits nothing is counted."""
+    from mlmi.methods import get_method
+    from mlmi.methods.base import SPORADIC, SYSTEMATIC, Problem
+
+    rng = np.random.default_rng(5)
+    k, n = 8, 60
+    cluster = np.repeat(np.arange(k), n)
+    x = rng.standard_normal((k * n, 1))
+    mu = 1.0 + 0.6 * x[:, 0] + rng.normal(0, 0.4, k)[cluster]
+    y = (rng.poisson(np.exp(mu)) if "pois" in method else mu + rng.standard_normal(k * n))
+    y = y.astype(float)
+    wy = rng.random(k * n) < 0.3
+    wy[cluster == 7] = True  # a systematically missing study: its prior draw, too
+    status = np.full(k, SPORADIC)
+    status[7] = SYSTEMATIC
+    lo, hi = (0.0, 3.0) if "pois" in method else (0.0, 2.0)
+
+    def run(limits, seed):
+        problem = Problem(
+            variable="z", vtype="count" if "pois" in method else "continuous",
+            y=np.where(wy, np.nan, y), ry=~wy, wy=wy, x=x, x_names=["x"],
+            type=np.array([1]), cluster=cluster, cluster_labels=np.arange(k),
+            status=status, rng=np.random.default_rng(seed), limits=limits)
+        return get_method(method).func(problem)
+
+    draw = run((lo, hi), 1)
+    assert np.all((draw.values >= lo) & (draw.values <= hi))
+    assert draw.info["truncated"] > 1.0  # the model puts mass outside [lo, hi]
+    wide = run((-1e6, 1e6), 2)
+    assert wide.info["truncated"] < 1e-6
+    plain = run(None, 2)
+    assert "truncated" not in plain.info
+    assert np.any((plain.values < lo) | (plain.values > hi))

@@ -590,18 +590,8 @@ def response_stage(step: Step) -> np.ndarray:
         clipped = int(np.sum(eta > cap))
         eta = np.minimum(eta, cap)
     step.counts["clipped"] = clipped
-    if problem.limits is None:
-        values = fam.sample(eta, rng, step.sigma_star, step.extra_star)
-    else:
-        if not fam.truncatable:
-            raise InputError(
-                f"imputing {problem.variable!r}: limits={problem.limits!r} apply to counts "
-                f"and normal values, not to the {fam.name} family")
-        outside = fam.outside_mass(eta, step.sigma_star, step.extra_star, problem.limits)
-        step.counts["truncated"] = float(np.sum(outside))
-        step.counts["truncated_rows"] = int(np.sum(outside > TRUNCATION_NOTABLE))
-        values = fam.sample(eta, rng, step.sigma_star, step.extra_star,
-                            limits=problem.limits)
+    values = draw_response(fam, eta, rng, step.sigma_star, step.extra_star, problem,
+                           step.counts)
     if step.categories is not None:
         values = step.categories[values.astype(np.int64)].astype(float)
     return values
@@ -610,6 +600,26 @@ def response_stage(step: Step) -> np.ndarray:
 #: a row whose untruncated model puts more than this probability outside the limits is
 #: counted in ``truncated_rows``
 TRUNCATION_NOTABLE = 0.5
+
+
+def draw_response(fam, eta: np.ndarray, rng: np.random.Generator, sigma, extra,
+                  problem: Problem, counts: dict) -> np.ndarray:
+    """Missing values from ``fam`` at the linear predictor ``eta`` (``sigma``: the residual
+    SD, a number or one per row; ``extra``: the family's drawn parameters) — from the model
+    truncated to ``problem.limits`` when given (families with ``truncatable`` only; an
+    error naming the variable otherwise), with ``truncated`` and ``truncated_rows``
+    added to ``counts`` (see :func:`response_stage`). Every method that draws from a
+    family's model (multilevel and two-stage) goes through here."""
+    if problem.limits is None:
+        return fam.sample(eta, rng, sigma, extra)
+    if not fam.truncatable:
+        raise InputError(
+            f"imputing {problem.variable!r}: limits={problem.limits!r} apply to counts "
+            f"and normal values, not to the {fam.name} family")
+    outside = fam.outside_mass(eta, sigma, extra, problem.limits)
+    counts["truncated"] = float(np.sum(outside))
+    counts["truncated_rows"] = int(np.sum(outside > TRUNCATION_NOTABLE))
+    return fam.sample(eta, rng, sigma, extra, limits=problem.limits)
 
 
 def multilevel_step(problem: Problem, family: str) -> Draw:

@@ -74,7 +74,7 @@ from ..exceptions import ModelError
 from ..glm import fit_glm, irls
 from ..glmm import get_family
 from ..metaanalysis import MVMAResult, mvma
-from ._multilevel import draw_beta
+from ._multilevel import draw_beta, draw_response
 from .base import SPORADIC, SYSTEMATIC, Draw, Problem, count_mean_cap
 
 #: R's glm.control(): relative deviance tolerance and iteration limit
@@ -338,8 +338,8 @@ def twostage_glm(problem: Problem, family: str, method: str) -> Draw:
         cap = count_mean_cap(problem.y[problem.ry])
         clipped = int(np.sum(eta > cap))
         eta = np.minimum(eta, cap)
-    values = fam.sample(eta, rng)
     info = _base_info(problem, fits, stage, miss_studies)
+    values = draw_response(fam, eta, rng, 1.0, None, problem, info)
     info["clipped"] = clipped
     info["fit_warnings"] = stage.warnings
     return Draw(values, info)
@@ -410,8 +410,9 @@ def twostage_norm(problem: Problem, method: str) -> Draw:
         theta, miss_studies = _study_coefficients(problem, miss, fits, stage, rng)
     codes = problem.cluster[miss]
     eta = np.einsum("ij,ij->i", X[miss], theta[codes])
-    values = eta + np.sqrt(sigma2[codes]) * rng.standard_normal(miss.size)
     info = _base_info(problem, fits, stage, miss_studies)
+    values = draw_response(get_family("gaussian"), eta, rng, np.sqrt(sigma2[codes]), None,
+                           problem, info)
     info["clipped"] = 0
     info["fit_warnings"] = stage.warnings
     return Draw(values, info)
