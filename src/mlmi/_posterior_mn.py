@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from .glmm._linalg import chol_inplace, chol_solve
-from .glmm.families.multinomial import _congruence, _softmax, cluster_mode
+from .glmm.families.multinomial import cluster_mode, congruence, softmax
 
 #: Newton ascent of r: iteration limit, decrement at which it stops (= its margin), and
 #: the margin added where r is not concave (a flat ring) — as the scalar sampler's
@@ -40,7 +40,7 @@ _FLAT_MARGIN = 0.02
 @njit(cache=True, error_model="numpy")
 def _row_logp(yc, eta, pi):
     """log P(Y = y | eta) of one row (reference category 0); fills ``pi``."""
-    lse = _softmax(eta, pi)
+    lse = softmax(eta, pi)
     return (eta[yc - 1] if yc > 0 else 0.0) - lse
 
 
@@ -75,7 +75,7 @@ def _curvature_at(yc, wt, xb, W, lam, a, b, u, H):
                     for s in range(q):
                         G[k * q + r, m * q + s] += akm * W[j, r] * W[j, s]
     tmp = np.empty((Q, Q))
-    _congruence(lam, G, H, tmp)
+    congruence(lam, G, H, tmp)
     chol_inplace(H)
     return ll
 

@@ -73,7 +73,7 @@ MAX_CATEGORIES = 10
 
 # ---------------------------------------------------------------------- compiled kernels
 @njit(cache=True, inline="always", error_model="numpy")
-def _softmax(eta, pi):
+def softmax(eta, pi):
     """pi_k = exp(eta_k) / (1 + sum exp(eta)) for k = 1..M into ``pi``; returns
     log(1 + sum exp(eta)) (the reference category has eta = 0), without overflow."""
     M = eta.shape[0]
@@ -137,7 +137,7 @@ def _cluster_pass(yc, wt, xb, W, a, b, bvec, eta, pi, pis, Eb, G, Gc, ww, qr, qc
             for r in range(q):
                 acc += W[j, r] * bvec[k * q + r]
             eta[k] = acc
-        logden = _softmax(eta, pi)
+        logden = softmax(eta, pi)
         y = yc[j]
         wj = wt[j]
         ll = -logden
@@ -172,7 +172,7 @@ def _cluster_pass(yc, wt, xb, W, a, b, bvec, eta, pi, pis, Eb, G, Gc, ww, qr, qc
 
 
 @njit(cache=True, error_model="numpy")
-def _congruence(lam, G, H, tmp):
+def congruence(lam, G, H, tmp):
     """H = I + Lambda' G Lambda (G symmetric)."""
     Q = lam.shape[0]
     for R in range(Q):
@@ -234,7 +234,7 @@ def _newton_mode(yc, wt, xb, W, lam, a, b, u, H, G, pis, Eb):
             for R in range(c, Q):
                 acc -= lam[R, c] * Eb[R]
             g[c] = acc
-        _congruence(lam, G, H, tmp)
+        congruence(lam, G, H, tmp)
         status = newton_update(H, g, step, u, uprev)
         if status != NEWTON_STEPPED:
             return obj, status == NEWTON_CONVERGED
