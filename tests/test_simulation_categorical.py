@@ -153,3 +153,12 @@ def test_run_summarize_and_results_script(tmp_path):
     assert set(csv["method"]) == {"REF", "CCA"} and (csv["n"] == 2).all()
     with pytest.raises(SystemExit, match="duplicated"):
         module.main([str(a), str(a), str(dest)])
+
+
+def test_slope_method_only_for_categorical_x1():
+    """MLMI[slope] (the random slope for y in a categorical x1's model) is refused, with
+    the reason recorded in the rows, for the paper's binary x1."""
+    s = sim.scenarios("tiny")[0]
+    rows = sim.replicate(s, 0, 1, methods=("MLMI[slope]",), m=1, maxit=1)
+    assert rows["estimate"].isna().all()
+    assert rows["error"].str.contains("categorical x1 only").all()

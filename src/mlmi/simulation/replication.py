@@ -36,7 +36,12 @@ METHODS = ("REF", "CCA", "STI", "MLMI", "2STG")
 #: "MLMI[ml-normal]". They share MLMI's seed (common random numbers, so their differences
 #: carry less Monte Carlo noise); plain "MLMI" uses impute's default draw.
 PSI_METHODS = tuple(f"MLMI[{d}]" for d in ("paper", "corrected", "ml-normal"))
-ALL_METHODS = METHODS + PSI_METHODS
+#: categorical x1 only: MLMI with the paper's random slope for y in x1's model whatever
+#: the type (for a nominal x1: category-specific random intercepts and slopes, 2 x 3 = 6
+#: random effects per study; 2l.polyreg keeps the slope only with enough observing
+#: studies, else drops it and counts it). Shares MLMI's seed.
+SLOPE_METHOD = "MLMI[slope]"
+ALL_METHODS = METHODS + PSI_METHODS + (SLOPE_METHOD,)
 PARAMETERS = ("a0", "a1", "a2", "omega0", "omega1")
 FORMULA = "y ~ x1 + x2 + (1 + x1 | st)"
 _STRATEGY = {"STI": "stratified", "MLMI": "mlmi", "2STG": "2stage"}
@@ -147,6 +152,8 @@ def _run_method(method, complete, incomplete, family, reml, seed, m, maxit) -> p
     from ..glmm import fit_glmm
     from ..mice import impute
 
+    if method == SLOPE_METHOD:
+        raise ValueError(f"{SLOPE_METHOD} is for a categorical x1 only")
     if method in ("REF", "CCA"):
         if method == "REF":
             with warnings.catch_warnings():
@@ -224,6 +231,8 @@ def _run_method_categorical(method, x1, complete, incomplete, family, reml, seed
         if base not in ("STI", "MLMI", "2STG"):
             raise ValueError(f"method {method!r} is not available for a categorical x1")
         random = CATEGORICAL_RANDOM[x1] if base == "MLMI" else None
+        if method == SLOPE_METHOD:
+            random = {"x1": ["y"], "x2": ["y"]}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imp = impute(incomplete, "st", m=m, maxit=maxit,
