@@ -278,8 +278,8 @@ def trace_plot(imputed: Imputed, variables: list[str] | None = None) -> Figure:
             for ax, stat in zip(row, ("mean", "sd"), strict=True):
                 ax.plot(d["iteration"], d[stat], color=color, lw=1.2, marker="o", ms=2.5,
                         label=f"chain {c}")
-        binary = types.get(var) == "binary"
-        row[0].set_ylabel(f"mean {var}" + ("\n(share of 1s)" if binary else ""))
+        label = vartypes.REGISTRY[types[var]].mean_label if var in types else ""
+        row[0].set_ylabel(f"mean {var}" + (f"\n({label})" if label else ""))
         row[1].set_ylabel(f"sd {var}")
         for ax in row:
             ax.grid(alpha=0.3)

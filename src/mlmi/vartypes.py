@@ -89,6 +89,11 @@ class VarType:
     study_level: str = ""
     #: kinds of the observed-vs-imputed figure, the first the default
     plot_kinds: tuple[str, ...] = ()
+    #: values on a numeric scale that a model can put outside the observed range (so
+    #: ``limits=`` applies and out-of-range values are counted)
+    bounded: bool = False
+    #: what the mean of the imputed values is, in the trace plot
+    mean_label: str = ""
 
     # ---------------------------------------------------------------- infer / coerce
     def infer(self, col: pd.Series, obs: pd.Series, facts: _Facts) -> Inference | None:
@@ -199,6 +204,7 @@ class Binary(VarType):
         "stratified": "logreg"}
     study_level = "2lonly.bin"
     plot_kinds = ("proportion",)
+    mean_label = "share of 1s"
 
     def infer(self, col, obs, facts):
         if isinstance(col.dtype, pd.CategoricalDtype):
@@ -267,6 +273,7 @@ class Categorical(VarType):
 
     categorical = True
     plot_kinds = ("bar",)
+    mean_label = "mean code 0..L-1"
     study_level = "2lonly.polyreg"
 
     def n_levels(self, levels):
@@ -390,6 +397,7 @@ class Count(VarType):
         "stratified": "pmm"}
     study_level = "2lonly.pmm"
     plot_kinds = ("bar", "strip")
+    bounded = True
 
     def infer(self, col, obs, facts):
         v, name = facts.values, col.name
@@ -432,6 +440,7 @@ class Continuous(VarType):
         "stratified": "norm"}
     study_level = "2lonly.norm"
     plot_kinds = ("density", "strip")
+    bounded = True
 
     def infer(self, col, obs, facts):
         v, name = facts.values, col.name

@@ -223,8 +223,7 @@ class Imputed:
         rows = []
         for var in self.plan.imputed_variables:
             spec = self.plan.variables[var]
-            if spec.kind.categorical or spec.vtype == "binary" or var not in \
-                    self.imputations:
+            if not spec.kind.bounded or var not in self.imputations:
                 continue
             miss = self.plan.missing[var]
             obs = get_values(self.plan, self.plan.work, var)[~miss]

@@ -504,7 +504,7 @@ def _limits(limits, variables: dict[str, Variable], data: pd.DataFrame,
     out: dict[str, tuple[float, float]] = {}
     for var, lim in limits.items():
         v = variables[var]
-        if v.vtype not in ("count", "continuous"):
+        if not v.kind.bounded:
             raise InputError(f"limits[{var!r}] = {lim!r}: {var!r} is {v.vtype}; limits bound "
                              "count and continuous variables (categories are never out of "
                              "range)")
