@@ -76,6 +76,10 @@ def test_limits_are_validated():
     d.loc[:30, "n"] = np.nan
     ok = make_plan(d, "st", limits={"n": (0, 6), "x": (None, 50)})
     assert ok.limits == {"n": (0.0, 6.0), "x": (-np.inf, 50.0)}
+    imp = _run(d, limits={"n": (0, 6)}, sampler={"b": "marginal"})
+    assert "limits 0 to 6" in repr(imp) and "sampler 'marginal'" in repr(imp)
+    assert imp.summary().loc["n", "limits"] == (0.0, 6.0)
+    assert np.all((imp.imputations["n"] >= 0) & (imp.imputations["n"] <= 6))
     top = float(d["n"].max())
     cases = [({"nope": (0, 1)}, "limits names column 'nope'"),
              ({"b": (0, 1)}, r"'b' is binary; limits bound count and continuous"),

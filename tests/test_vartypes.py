@@ -199,6 +199,12 @@ def test_cli_types_option(tmp_path, capsys):
            "types={'age': 'continuous'}" in err
     # declared: no inference warning
     assert not any("warning" in line and "narrow range" in line for line in err.splitlines())
+    # not declared: warned in the command's own words (--types, --limit, --method)
+    assert main(["impute", str(src), "--cluster", "st", "--m", "1", "--maxit", "1",
+                 "--seed", "1", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--limit age=216,227 or --method age=2l.pmm" in err
+    assert "--types age=count" in err and "types={" not in err
     assert main(["impute", str(src), "--cluster", "st", "--types", "age=factor",
                  "--out", str(out)]) == 2
     assert "types['age'] = 'factor'" in capsys.readouterr().err

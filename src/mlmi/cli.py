@@ -518,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(message).split())
         for origin in ("mlmi.impute: ", "mlmi.impute:"):
             text = text.removeprefix(origin)  # the command already says where
+        text = _as_options(text)
         try:
             print(f"{prefix}: warning: {text}", file=sys.stderr)
         except (OSError, ValueError):  # pragma: no cover - stderr closed
@@ -557,6 +558,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{type(exc).__name__}: {' '.join(str(exc).split())}; set MLMI_DEBUG=1 to "
               "see the traceback", file=sys.stderr)
         return 1
+
+
+def _as_options(text: str) -> str:
+    """The library's advice in the command's own words: types={'x': 'count'} ->
+    --types x=count, limits={'x': (0, 4)} -> --limit x=0,4, method={'x': 'm'} ->
+    --method x=m."""
+    import re
+
+    text = re.sub(r"types=\{'([^']+)': '([^']+)'\}", r"--types \1=\2", text)
+    text = re.sub(r"method=\{'([^']+)': '([^']+)'\}", r"--method \1=\2", text)
+    return re.sub(r"limits=\{'([^']+)': \(([^,()]+), ([^,()]+)\)\}", r"--limit \1=\2,\3",
+                  text)
 
 
 def _quiet_pipe() -> int:

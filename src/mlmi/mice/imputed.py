@@ -309,6 +309,16 @@ class Imputed:
                          f"{int(np.sum(st == 2))} studies)"
                          + (", study-level" if var in self.plan.level2 else ""))
             lines.append(f"  {'':<16} type: {self.plan.variables[var].reason}")
+            extra = []
+            if var in self.plan.limits:
+                lo, hi = self.plan.limits[var]
+                extra.append(f"limits {lo:g} to {hi:g}")
+            if self.plan.samplers.get(var, self.plan.sampler) != self.plan.sampler:
+                extra.append(f"sampler {self.plan.samplers[var]!r}")
+            if self.plan.psi_draws.get(var, self.plan.psi_draw) != self.plan.psi_draw:
+                extra.append(f"psi_draw {self.plan.psi_draws[var]!r}")
+            if extra:
+                lines.append(f"  {'':<16} " + ", ".join(extra))
         for var, expr in self.plan.derived.items():
             lines.append(f"  {var:<16} derived     ~{expr.text}")
         if self.plan.by:
