@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .glmm._linalg import chol_inplace, chol_solve
+from .glmm._linalg import chol_inplace, damped_newton_step
 from .glmm.families.multinomial import cluster_mode, congruence, softmax
 
 #: Newton ascent of r: iteration limit, decrement at which it stops (= its margin), and
@@ -242,22 +242,7 @@ def _mn_maximise_r(yc, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t):
     best = val
     margin = 0.0
     for _ in range(_BOUND_MAXIT):
-        lam = 0.0
-        scale = 0.0
-        for r in range(Q):
-            scale = max(scale, abs(N[r, r]))
-        while True:
-            for r in range(Q):
-                for c in range(Q):
-                    Mm[r, c] = N[r, c]
-                Mm[r, r] += lam
-            if chol_inplace(Mm):
-                break
-            lam = max(2.0 * lam, 1e-3 * (1.0 + scale))
-        chol_solve(Mm, g, s)
-        dec = 0.0
-        for r in range(Q):
-            dec += g[r] * s[r]
+        dec, lam = damped_newton_step(N, g, Mm, s)
         if not dec > _BOUND_TOL:
             margin = max(dec, 0.0) + (_FLAT_MARGIN if lam > 0.0 else 0.0)
             break

@@ -136,7 +136,7 @@ from numba import njit
 
 from . import _posterior_mn as _mn
 from .exceptions import InputError
-from .glmm._linalg import chol_inplace, chol_solve
+from .glmm._linalg import chol_inplace, chol_solve, damped_newton_step
 from .glmm.families import Family, get_family
 from .glmm.families.kernels import row_fourth, row_moments
 from .glmm.laplace import cluster_loglik, cluster_mode
@@ -347,22 +347,7 @@ def _maximise_r(fam, y, wt, eta0, Zt, a, b, ll0, uhat, B, BtB, nu, t, extra):
     best = val
     margin = 0.0
     for _ in range(_BOUND_MAXIT):
-        lam = 0.0
-        scale = 0.0
-        for r in range(q):
-            scale = max(scale, abs(N[r, r]))
-        while True:
-            for r in range(q):
-                for c in range(q):
-                    M[r, c] = N[r, c]
-                M[r, r] += lam
-            if chol_inplace(M):
-                break
-            lam = max(2.0 * lam, 1e-3 * (1.0 + scale))
-        chol_solve(M, g, s)
-        dec = 0.0
-        for r in range(q):
-            dec += g[r] * s[r]
+        dec, lam = damped_newton_step(N, g, M, s)
         if not dec > _BOUND_TOL:
             # at a maximum of the quadratic model, val + dec/2: keep dec as a margin;
             # where r is not concave (lam > 0) we are on a flat ring (normal-like

@@ -51,6 +51,32 @@ def chol_solve(L, b, out):
         out[i] = s / L[i, i]
 
 
+@njit(cache=True)
+def damped_newton_step(N, g, work, s):
+    """Levenberg-damped Newton step of an ascent: solves (N + lam I) s = g with the
+    smallest lam >= 0 (0, then 1e-3 (1 + max |N_rr|), doubling) that makes N + lam I
+    positive definite (N: minus the Hessian; ``work`` is overwritten with the factor).
+    Returns (decrement g's, lam): lam > 0 says the function is not concave there."""
+    q = N.shape[0]
+    lam = 0.0
+    scale = 0.0
+    for r in range(q):
+        scale = max(scale, abs(N[r, r]))
+    while True:
+        for r in range(q):
+            for c in range(q):
+                work[r, c] = N[r, c]
+            work[r, r] += lam
+        if chol_inplace(work):
+            break
+        lam = max(2.0 * lam, 1e-3 * (1.0 + scale))
+    chol_solve(work, g, s)
+    dec = 0.0
+    for r in range(q):
+        dec += g[r] * s[r]
+    return dec, lam
+
+
 @njit(cache=True, error_model="numpy")
 def chol_logdet(L):
     """log det(L L')."""
