@@ -83,12 +83,24 @@ if sys.platform != "win32":
                 data.pop("init_main_from_name", None)
                 return data
 
-            with _PATCH_LOCK, _sigint_ignored():
+            spawnv = _popen_spawn.util.spawnv_passfds
+
+            def spawnv_ignoring_sigint(*args):
+                # SIGINT ignored only for the fork + exec (milliseconds), so the child
+                # inherits the ignore; not for the rest of the launch, which waits
+                # until the child has read its task (seconds on a busy machine) and in
+                # which a Ctrl-C must reach the parent (an ignored one is lost)
+                with _sigint_ignored():
+                    return spawnv(*args)
+
+            with _PATCH_LOCK:
                 _spawn.get_preparation_data = without_main
+                _popen_spawn.util.spawnv_passfds = spawnv_ignoring_sigint
                 try:
                     super()._launch(process_obj)
                 finally:
                     _spawn.get_preparation_data = original
+                    _popen_spawn.util.spawnv_passfds = spawnv
 
     class _Process(_mpcontext.SpawnProcess):
         @staticmethod
