@@ -422,7 +422,7 @@ def test_ctrl_c_stops_parallel_chains(data, tmp_path):
     big.to_csv(tmp_path / "in.csv", index=False)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlmi", "impute", str(tmp_path / "in.csv"), "--cluster", "st",
-         "--m", "4", "--maxit", "200", "--seed", "1", "--jobs", "2", "--out",
+         "--m", "4", "--maxit", "2000", "--seed", "1", "--jobs", "2", "--out",
          str(tmp_path / "out.csv")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         # Ctrl-C as in a terminal: a test run started in the background (``cmd &`` in a
