@@ -12,6 +12,7 @@ import pytest
 import mlmi
 from mlmi.cli import main
 from mlmi.exceptions import ImputationWarning, InputError
+from mlmi.methods.base import DEFAULT_PSI_DRAW
 from mlmi.mice.setup import make_plan
 
 
@@ -52,7 +53,7 @@ def test_sampler_per_variable_is_mice_2l_bin_with_2l_lmer():
     s = mixed.summary()
     assert s.loc["b", "sampler"] == "marginal" and s.loc["x", "sampler"] == "exact"
     psi = _run(d, psi_draw={"x": "corrected"})
-    assert psi.plan.psi_draws == {"x": "corrected", "b": "paper"}
+    assert psi.plan.psi_draws == {"x": "corrected", "b": DEFAULT_PSI_DRAW}
 
 
 def test_per_variable_choices_are_checked():

@@ -191,6 +191,7 @@ def _stats(frame: pd.DataFrame, truth: dict) -> list[dict]:
     rows = []
     ref = frame[frame["method"] == "REF"].set_index(["rep", "parameter"])["estimate"]
     paper = frame[frame["method"] == "MLMI[paper]"].set_index(["rep", "parameter"])["estimate"]
+    auto = frame[frame["method"] == "MLMI[auto]"].set_index(["rep", "parameter"])["estimate"]
     for (method, par), g in frame.groupby(["method", "parameter"], sort=False):
         g = g[g["estimate"].notna()]
         n = len(g)
@@ -220,10 +221,62 @@ def _stats(frame: pd.DataFrame, truth: dict) -> list[dict]:
             if dp.size > 1:
                 row["minus_paper"] = dp.mean()
                 row["minus_paper_se"] = dp.std(ddof=1) / np.sqrt(dp.size)
+            da = est - auto.reindex(idx).to_numpy(float)
+            da = da[np.isfinite(da)]
+            if da.size > 1:
+                row["minus_auto"] = da.mean()
+                row["minus_auto_se"] = da.std(ddof=1) / np.sqrt(da.size)
         if "clipped" in g:
             row["clipped"] = int(g.drop_duplicates("rep")["clipped"].fillna(0).sum())
         rows.append(row)
     return rows
+
+
+def auto_equals(studies: int, sys: float = 0.3, q: int = 2) -> str:
+    """The draw psi_draw="auto" makes in a paper scenario: x1 and x2 are each observed in
+    m_obs = studies - round(studies * sys) studies with q = 2 random effects, so "auto"
+    is the paper's draw where m_obs >= q + 4 and ml-normal below (resolve_psi_draw)."""
+    from mlmi.methods._multilevel import resolve_psi_draw
+
+    return resolve_psi_draw("auto", studies - round(studies * sys), q)
+
+
+def _auto_rows(grid: pd.DataFrame) -> pd.DataFrame:
+    """MLMI[auto]'s rows, which are those of the draw it resolves to in each scenario —
+    bit for bit, with the same seed (tests/test_psi_draw.py checks it on fresh
+    replications, and ``--check-auto`` on stored ones) — so the draw was not run again."""
+    parts = []
+    for _, g in grid.groupby("scenario", sort=True):
+        s = g.iloc[0]
+        draw = auto_equals(int(s["studies"]), float(s["sys"]))
+        parts.append(g[g["method"] == f"MLMI[{draw}]"].assign(method="MLMI[auto]"))
+    return pd.concat(parts, ignore_index=True) if parts else grid.iloc[:0]
+
+
+def check_auto(out: Path, per_scenario: int) -> int:
+    """Re-run MLMI[auto] on the first ``per_scenario`` stored replications of every grid
+    scenario and compare its estimates with the stored rows of the draw it resolves to;
+    the number of replications that differ (0 expected)."""
+    from mlmi.simulation.grid import scenarios as all_scenarios
+    from mlmi.simulation.replication import replicate
+
+    grid = load(out / "grid")
+    bad = 0
+    for s in all_scenarios("paper"):
+        sid = scenario_id(s)
+        g = grid[grid["scenario"] == sid]
+        if not len(g):
+            continue
+        draw = auto_equals(int(s["studies"]), float(s["sys"]))
+        stored = g[g["method"] == f"MLMI[{draw}]"].set_index(["rep", "parameter"])["estimate"]
+        for rep in sorted(g["rep"].unique())[:per_scenario]:
+            new = replicate(s, int(rep), SEED, methods=("MLMI[auto]",), m=M, maxit=MAXIT)
+            a = new.set_index("parameter")["estimate"]
+            b = stored.loc[int(rep)].reindex(a.index)
+            same = np.array_equal(a.to_numpy(float), b.to_numpy(float), equal_nan=True)
+            bad += int(not same)
+            print(f"{sid} rep {rep}: auto == {draw}: {same}", flush=True)
+    return bad
 
 
 def summarise(out: Path) -> pd.DataFrame:
@@ -241,6 +294,7 @@ def summarise(out: Path) -> pd.DataFrame:
         redo = load(out / "grid-mln") if (out / "grid-mln").exists() else pd.DataFrame()
         grid = pd.concat([grid, redo], ignore_index=True)
     if len(grid):
+        grid = pd.concat([grid, _auto_rows(grid)], ignore_index=True)
         for sid, g in grid.groupby("scenario", sort=True):
             s = g.iloc[0]
             truth = true_values({"heterogeneity": s["heterogeneity"]})
@@ -250,6 +304,9 @@ def summarise(out: Path) -> pd.DataFrame:
                               "studies": int(s["studies"]), **row})
     ckd = load_ckd(out)
     if len(ckd):
+        # alcohol, the least observed, in 6 of 15 studies with q = 2: auto is the paper's
+        ckd = pd.concat([ckd, ckd[ckd["method"] == "MLMI[paper]"].assign(
+            method="MLMI[auto]")], ignore_index=True)
         for row in _stats(ckd, ckd_truth()):
             parts.append({"design": "ckd-like", "outcome": "binary", "heterogeneity": "ckd",
                           "studies": 15, **row})
@@ -263,20 +320,25 @@ def _fmt(x, se, digits=3) -> str:
 
 
 def choose_default(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
-    """The rule (docs/results/psi-draw.md): over the simulation scenarios run (not the
-    CKD-like check), H = mean over scenarios and omega0, omega1 of |mean(MLMI - REF)|,
-    the heterogeneity error of the imputed data; SE(H) = sqrt(sum se^2) / count. A draw is
-    excluded if its coverage of a0-a2 is below the paper draw's by more than 2 MC SEs of
-    the difference (sqrt(se1^2 + se2^2)) anywhere. The default is the admissible draw with
-    the smallest H; if H_paper - H of that draw is within 2 MC SEs of the difference, the
-    paper's draw stays. That SE is the paired one (the draws analyse the same data sets
-    with the same seed): sqrt(sum_k se_k^2) / count with se_k the MC SE of the per-
-    replication difference between the two draws' estimates in cell k (the delta method
-    for |mean a| - |mean b| when both means keep their sign)."""
+    """The rule (docs/results/psi-draw.md), over the simulation scenarios run (not the
+    CKD-like check):
+
+    1. H = mean over scenarios and omega0, omega1 of |mean(MLMI - REF)|, the heterogeneity
+       error of the imputed data; SE(H) = sqrt(sum se^2) / count.
+    2. Not admissible: a draw whose coverage of a0-a2 is below the paper draw's by more
+       than 2 MC SEs of the difference (sqrt(se1^2 + se2^2)) anywhere.
+    3. Not admissible (issue 14, point 3): a draw that needed the count clipping guard in
+       any replication of a scenario with m_obs <= q + 3 (the 6-study scenarios).
+    4. The default is the admissible draw with the smallest H; if H_auto - H of that draw
+       is within 2 paired MC SEs, "auto" — the paper's draw wherever that draw has a
+       finite variance — is the default. The paired SE (the draws analyse the same data
+       sets with the same seed) is sqrt(sum_k se_k^2) / count, se_k the MC SE of the per-
+       replication difference between the two draws' estimates in cell k (the delta
+       method for |mean a| - |mean b| when both means keep their sign)."""
     sim = table[table["design"] != "ckd-like"]
     rows = []
     paper_cov = sim[sim["method"] == "MLMI[paper]"].set_index(["design", "parameter"])
-    draws = sim["method"].isin([f"MLMI[{d}]" for d in DRAWS])
+    draws = sim["method"].isin([f"MLMI[{d}]" for d in ("auto", *DRAWS)])
     for method, g in sim[draws].groupby("method"):
         om = g[g["parameter"].isin(["omega0", "omega1"])].dropna(subset=["minus_ref"])
         h = float(np.mean(np.abs(om["minus_ref"])))
@@ -286,21 +348,24 @@ def choose_default(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         gap = (ref["coverage"] - fx["coverage"]) / np.sqrt(
             ref["coverage_se"] ** 2 + fx["coverage_se"] ** 2).replace(0, np.nan)
         worst = float(np.nanmax(gap.to_numpy())) if gap.notna().any() else 0.0
-        if method == "MLMI[paper]":
+        few = g[(g["studies"] == 6) & (g["parameter"] == "a0")]
+        clipped_few = int(few["clipped"].fillna(0).sum()) if "clipped" in few else 0
+        if method == "MLMI[auto]":
             dh, dh_se = 0.0, 0.0
         else:
-            dh = h - float(np.mean(np.abs(om["minus_ref"] - om["minus_paper"])))
-            dh_se = float(np.sqrt(np.sum(om["minus_paper_se"] ** 2)) / len(om))
+            dh = h - float(np.mean(np.abs(om["minus_ref"] - om["minus_auto"])))
+            dh_se = float(np.sqrt(np.sum(om["minus_auto_se"] ** 2)) / len(om))
         rows.append({"psi_draw": method[5:-1], "H": h, "H_se": h_se,
-                     "H - H_paper": dh, "H - H_paper se (paired)": dh_se,
+                     "H - H_auto": dh, "H - H_auto se (paired)": dh_se,
                      "worst coverage shortfall vs paper (SEs)": worst,
-                     "admissible": worst <= 2.0, "cells": len(om)})
+                     "clipped counts at m_obs <= q + 3": clipped_few,
+                     "admissible": worst <= 2.0 and clipped_few == 0, "cells": len(om)})
     rule = pd.DataFrame(rows).set_index("psi_draw")
     ok = rule[rule["admissible"]]
-    best = str(ok["H"].idxmin()) if len(ok) else "paper"
-    if best != "paper" and rule.loc[best, "H - H_paper"] > -2 * rule.loc[
-            best, "H - H_paper se (paired)"]:
-        best = "paper"
+    best = str(ok["H"].idxmin()) if len(ok) else "auto"
+    if best != "auto" and rule.loc[best, "H - H_auto"] > -2 * rule.loc[
+            best, "H - H_auto se (paired)"]:
+        best = "auto"
     return best, rule
 
 
@@ -337,15 +402,19 @@ def write_markdown(table: pd.DataFrame, dest: Path) -> None:
     lines += ["## The rule", "",
               "H = mean |MLMI − REF| over the simulation scenarios and ω0, ω1 (MC SE); a draw "
               "whose a0–a2 coverage falls short of the paper draw's by more than 2 MC SEs "
-              "anywhere is not admissible; ties within 2 SEs keep the paper's draw.", "",
-              "| psi_draw | H | H − H_paper (paired MC SE) | cells | worst coverage shortfall "
-              "vs paper (SEs) | admissible |",
-              "|---|---|---|---|---|---|"]
+              "anywhere, or that needed the count clipping guard with m_obs ≤ q + 3 (the "
+              "6-study scenarios), is not admissible; a draw whose H is within 2 paired SEs "
+              "of auto's leaves auto (the paper's draw wherever it is proper) the default.",
+              "",
+              "| psi_draw | H | H − H_auto (paired MC SE) | cells | worst coverage shortfall "
+              "vs paper (SEs) | clipped counts, 6 studies | admissible |",
+              "|---|---|---|---|---|---|---|"]
     for d, r in rule.iterrows():
         lines.append(f"| {d} | {r['H']:.4f} ({r['H_se']:.4f}) | "
-                     f"{r['H - H_paper']:+.4f} ({r['H - H_paper se (paired)']:.4f}) | "
+                     f"{r['H - H_auto']:+.4f} ({r['H - H_auto se (paired)']:.4f}) | "
                      f"{int(r['cells'])} | "
                      f"{r['worst coverage shortfall vs paper (SEs)']:.2f} | "
+                     f"{int(r['clipped counts at m_obs <= q + 3'])} | "
                      f"{'yes' if r['admissible'] else 'no'} |")
     lines += ["", f"Chosen by the rule: **{best}**.", ""]
     tmp = dest.with_name(f".{dest.name}.tmp")
@@ -360,8 +429,15 @@ def main(argv=None) -> int:
     ap.add_argument("--until", help="UTC HH:MM: start no chunk after this time")
     ap.add_argument("--summarise", metavar="CSV",
                     help="write the summary table here (and the markdown tables next to it)")
+    ap.add_argument("--check-auto", type=int, metavar="N",
+                    help="re-run MLMI[auto] on N stored replications per scenario and "
+                         "compare with the draw it resolves to (exit 1 if any differs)")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.check_auto:
+        bad = check_auto(out, args.check_auto)
+        print(f"{bad} replication(s) where MLMI[auto] differs from its draw")
+        return int(bad > 0)
     if args.summarise:
         table = summarise(out)
         dest = Path(args.summarise)
@@ -381,4 +457,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["ckd_replicate", "load", "load_ckd"]
+__all__ = ["auto_equals", "check_auto", "ckd_replicate", "load", "load_ckd"]

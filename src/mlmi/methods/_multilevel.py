@@ -70,7 +70,27 @@ PSI_FLOOR = 1e-8
 #: (the SD scale) is far too wide when a variance is estimated near 0, since the
 #: likelihood is flat to second order in theta at 0 (found in the simulation: a slope SD
 #: estimated at 0.05 with 4 studies drew SDs of 10).
-PSI_DRAWS = ("paper", "corrected", "ml-normal")
+#:
+#: ``"auto"`` — the paper's draw where its inverse Wishart has a finite variance
+#: (m_obs >= Q + 4 observing studies for Q random effects), ``"ml-normal"`` where it has
+#: not (m_obs <= Q + 3: the paper's own 6-study scenarios, where the paper's draw needed
+#: the count clipping guard in 10-20 % of the replications). The default; the evidence
+#: and the rule that chose it: docs/results/psi-draw.md. Which draw a step used is
+#: counted (``psi_auto_ml_normal``).
+PSI_DRAWS = ("auto", "paper", "corrected", "ml-normal")
+
+#: "auto" uses the paper's Wishart draw from this many observing studies beyond the
+#: random-effects dimension Q on (m_obs >= Q + 4: Var(Psi*) finite)
+AUTO_MIN_EXTRA_STUDIES = 4
+
+
+def resolve_psi_draw(psi_draw: str, m_obs: int, n_re: int) -> str:
+    """The draw ``psi_draw`` stands for with m_obs observing studies and n_re random
+    effects: "auto" is "paper" if m_obs >= n_re + 4 (the inverse Wishart's variance
+    exists), else "ml-normal"; any other choice is itself."""
+    if psi_draw != "auto":
+        return psi_draw
+    return "paper" if m_obs >= n_re + AUTO_MIN_EXTRA_STUDIES else "ml-normal"
 
 
 def draw_beta(beta_hat: np.ndarray, cov: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -113,7 +133,7 @@ def draw_psi_star(fit, psi_draw: str, rng: np.random.Generator, *, sigma_star: f
     fit : the GLMM fit of the imputation model to the rows where Z is observed
         (conditional modes ``b``, conditional covariances ``cond_cov``, ``theta``,
         ``hessian``).
-    psi_draw : "paper", "corrected" or "ml-normal" (see :data:`PSI_DRAWS`).
+    psi_draw : "auto", "paper", "corrected" or "ml-normal" (see :data:`PSI_DRAWS`).
     sigma_star : the drawn residual SD (continuous Z): ml-normal's Psi* is
         sigma*^2 Lambda(theta*) Lambda(theta*)' since lme4's theta is relative to sigma.
     lmm_data : (y, X, W, cluster) of the observed rows, for the profiled-likelihood
@@ -125,6 +145,7 @@ def draw_psi_star(fit, psi_draw: str, rng: np.random.Generator, *, sigma_star: f
     used the "corrected" draw instead).
     """
     info = {"psi_floored": 0, "psi_fallbacks": 0}
+    psi_draw = resolve_psi_draw(psi_draw, *fit.b.shape)
     if psi_draw == "ml-normal":
         found = _theta_cov(fit, lmm_data)
         if found is not None:
@@ -501,7 +522,8 @@ def psi_sigma_stage(step: Step) -> None:
     the paper's order, Psi* then sigma*, so their seeded numbers do not move. The
     Wishart draws need at least as many observing studies as random effects (df = m_obs
     >= Q; else the Wishart is singular and Psi* infinite in some direction): with fewer,
-    the draw is ml-normal's instead, counted in ``psi_fallbacks``."""
+    the draw is ml-normal's instead, counted in ``psi_fallbacks``. "auto" is resolved
+    here, per step, from the fit's number of observing studies (:func:`resolve_psi_draw`)."""
     problem, fit, fam, rng = step.problem, step.fit, step.fam, step.problem.rng
 
     def draw_sigma() -> float:
@@ -510,7 +532,9 @@ def psi_sigma_stage(step: Step) -> None:
         df = fit.n_obs - len(fit.beta)
         return float(np.sqrt(df * fit.sigma**2 / rng.chisquare(df)))
 
-    psi_draw = problem.psi_draw
+    psi_draw = resolve_psi_draw(problem.psi_draw, *fit.b.shape)
+    step.counts["psi_auto_ml_normal"] = int(problem.psi_draw == "auto"
+                                            and psi_draw == "ml-normal")
     too_few = psi_draw != "ml-normal" and fit.b.shape[0] < fit.b.shape[1]
     if psi_draw == "ml-normal" or too_few:
         step.sigma_star = draw_sigma()

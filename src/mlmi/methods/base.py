@@ -18,7 +18,7 @@ import numpy as np
 COMPLETE, SPORADIC, SYSTEMATIC = 0, 1, 2
 
 #: mlmi.impute's default draw of Psi* (psi_draw=); the evidence: docs/results/psi-draw.md
-DEFAULT_PSI_DRAW = "paper"
+DEFAULT_PSI_DRAW = "auto"
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Problem:
     sampler : how multilevel methods draw the random effects of a sporadically missing
         study: "exact", "prior-ar", "laplace" or "marginal" (see mlmi.posterior).
     psi_draw : how multilevel methods draw Psi*, the between-study covariance of the
-        imputation model: "paper", "corrected" or "ml-normal" (see
+        imputation model: "auto", "paper", "corrected" or "ml-normal" (see
         mlmi.methods._multilevel.PSI_DRAWS).
     state : a dict kept per (variable, chain) across iterations, e.g. for warm starts.
     cluster_role : the study column's code in the predictor matrix: -2 for multilevel

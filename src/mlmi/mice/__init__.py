@@ -79,16 +79,20 @@ def impute(
         continuous variables is mice's 2l.bin + 2l.lmer combination (prior draws for the
         binary variable's studies, the exact normal posterior for the continuous ones).
     psi_draw : how multilevel methods draw Psi*, the between-study covariance of each
-        imputation model (every family): "paper" (Jolani et al.: inverse Wishart with
-        df = m_obs around Lambda_hat = sum of the studies' conditional modes b_hat b_hat' —
-        shrunken, so imputed data are less heterogeneous than the observed), "corrected"
+        imputation model (every family): "auto" (the default: "paper" where the
+        variable is observed in m_obs >= Q + 4 studies for Q random effects, so the
+        inverse Wishart has a finite variance; "ml-normal" where fewer), "paper" (Jolani
+        et al.: inverse Wishart with df = m_obs around Lambda_hat = sum of the studies'
+        conditional modes b_hat b_hat' — shrunken, so imputed data are less heterogeneous
+        than the observed), "corrected"
         (the same Wishart with Lambda_hat = sum (b_hat b_hat' + Var(b | y)), shrinkage put
         back) or "ml-normal" (Psi* from the normal approximation to the sampling
         distribution of the ML estimate Psi_hat, by the delta method from the fit's
         Hessian, negative eigenvalues set to 0; Gaussian tails however few studies observe
         the variable). Rationale and evidence:
         docs/method.md and docs/results/psi-draw.md. Counted in .diagnostics:
-        psi_floored, psi_fallbacks. A dict variable → draw sets it per variable (the
+        psi_floored, psi_fallbacks, psi_auto_ml_normal. A dict variable → draw sets it
+        per variable (the
         others: the default).
     limits : dict variable → (lower, upper): the possible range of a count or continuous
         variable (None for no bound on one side), e.g. ``{"comorbidities": (0, 4)}``.
@@ -288,9 +292,10 @@ def _report(imputed: Imputed) -> str:
                         f"dropped from the meta-analysis ({spor} in studies with sporadically "
                         "missing values, imputed from the prior instead)")
         if "psi_fallbacks" in sub and sub["psi_fallbacks"].fillna(0).sum():
-            bits.append(f"{int(sub['psi_fallbacks'].fillna(0).sum())} Psi* draw(s) without a "
-                        "usable likelihood Hessian (ml-normal fell back to the corrected "
-                        "Wishart)")
+            bits.append(f"{int(sub['psi_fallbacks'].fillna(0).sum())} Psi* draw(s) by a "
+                        "fallback (ml-normal without a usable likelihood Hessian: the "
+                        "corrected Wishart; a Wishart draw with fewer observing studies "
+                        "than random effects: ml-normal)")
         if "psi_floored" in sub and sub["psi_floored"].fillna(0).sum():
             bits.append(f"{int(sub['psi_floored'].fillna(0).sum())}/{calls} fits with a "
                         "singular Psi-hat (a random-effect variance estimated as 0; floored)")

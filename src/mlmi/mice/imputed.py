@@ -270,7 +270,8 @@ class Imputed:
                 row["out_of_range"] = int(ranges.loc[var, "out_of_range"])
                 row["out_of_range_pct"] = float(ranges.loc[var, "out_of_range_pct"])
             for key in ("proposals", "accepted", "bound_exceeded", "fallbacks",
-                        "mode_failures", "psi_floored", "psi_fallbacks", "clipped",
+                        "mode_failures", "psi_floored", "psi_fallbacks",
+                        "psi_auto_ml_normal", "clipped",
                         "truncated", "truncated_rows", "outside_limits",
                         "dropped_studies", "n_fit_warnings"):
                 if key in sub:

@@ -32,10 +32,11 @@ from .design import A1_CATEGORICAL, ampute, generate, truth
 from .grid import scenario_id, validate, x1_type
 
 METHODS = ("REF", "CCA", "STI", "MLMI", "2STG")
-#: MLMI with a given draw of Psi* (mlmi.impute's psi_draw): "MLMI[paper]", "MLMI[corrected]",
-#: "MLMI[ml-normal]". They share MLMI's seed (common random numbers, so their differences
-#: carry less Monte Carlo noise); plain "MLMI" uses impute's default draw.
-PSI_METHODS = tuple(f"MLMI[{d}]" for d in ("paper", "corrected", "ml-normal"))
+#: MLMI with a given draw of Psi* (mlmi.impute's psi_draw): "MLMI[auto]", "MLMI[paper]",
+#: "MLMI[corrected]", "MLMI[ml-normal]". They share MLMI's seed (common random numbers, so
+#: their differences carry less Monte Carlo noise). Plain "MLMI" is the paper's method and
+#: keeps the paper's draw whatever impute's default (so "MLMI" == "MLMI[paper]").
+PSI_METHODS = tuple(f"MLMI[{d}]" for d in ("auto", "paper", "corrected", "ml-normal"))
 #: categorical x1 only: MLMI with the paper's random slope for y in x1's model whatever
 #: the type (for a nominal x1: category-specific random intercepts and slopes, 2 x 3 = 6
 #: random effects per study; 2l.polyreg keeps the slope only with enough observing
@@ -172,6 +173,8 @@ def _run_method(method, complete, incomplete, family, reml, seed, m, maxit) -> p
         base, _, draw = method.partition("[")
         random = {"x1": ["y"], "x2": ["y"]} if base == "MLMI" else None
         kwargs = {"psi_draw": draw.rstrip("]")} if draw else {}
+        if base == "MLMI" and not draw:
+            kwargs["psi_draw"] = "paper"  # the paper's method
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             imp = impute(incomplete, "st", m=m, maxit=maxit, method=_STRATEGY[base],
@@ -237,7 +240,8 @@ def _run_method_categorical(method, x1, complete, incomplete, family, reml, seed
             warnings.simplefilter("ignore")
             imp = impute(incomplete, "st", m=m, maxit=maxit,
                          method=dict(CATEGORICAL_METHODS[(base, x1)]), random=random,
-                         types={"x1": x1, "x2": "count"}, seed=seed)
+                         types={"x1": x1, "x2": "count"}, seed=seed,
+                         psi_draw="paper")  # the paper's method, as plain "MLMI"
         datasets = [add_x1_dummies(imp.complete(i)) for i in range(1, m + 1)]
         fits = analyze_completed(datasets, formula, family, reml=reml)
         table = fits.pool()
