@@ -75,7 +75,23 @@ def cases() -> dict[str, callable]:
                                                   random=rnd, psi_draw="corrected"),
         "cont_2lnorm_psi_ml_normal": lambda: _run(_with_missing_y(), m=2, maxit=3, seed=6,
                                                   random=rnd, psi_draw="ml-normal"),
+        # the categorical, overdispersed and skewed methods (issue 11), after the Newton
+        # finish of the ordinal and negbin fits (Family.newton_finish)
+        "paper_ordinal_2lpolr_2lnb": lambda: _run(
+            _paper_x1("ordinal", 13), m=2, maxit=2, seed=8, random=rnd,
+            types={"x1": "ordinal", "x2": "count"}, method={"x1": "2l.polr", "x2": "2l.nb"}),
+        "paper_nominal_2lpolyreg": lambda: _run(
+            _paper_x1("nominal", 14), m=2, maxit=2, seed=9, random={"x2": ["y"]},
+            types={"x1": "nominal", "x2": "count"}, method={"x1": "2l.polyreg"}),
+        "cont_2lpmm": lambda: _run(_with_missing_y(), m=2, maxit=2, seed=10, random=rnd,
+                                   method={"y": "2l.pmm"}),
     }
+
+
+def _paper_x1(x1: str, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    complete = design.generate("binary", "moderate", 10, rng, x1=x1)
+    return design.ampute(complete, 0.3, "mar", rng)
 
 
 def _with_missing_y() -> pd.DataFrame:

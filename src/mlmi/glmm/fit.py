@@ -285,10 +285,11 @@ def _fit_glmm_laplace(
         upper = np.concatenate([np.full(p + nth, np.inf), fam.extra_upper(y, wt)])
         par0[p + nth:] = np.minimum(par0[p + nth:], upper[p + nth:])
     hess0 = st.hessian if st.hessian is not None and st.hessian.shape[0] == par0.size else None
-    # no Newton finish (polish=): with 5-10 parameters it saves about one evaluation in
-    # 36 (measured on benchmarks/bench_families.py), so the fits stay bit-identical
+    # the Newton finish only where the family asks for it (Family.newton_finish): the
+    # binomial and poisson fits stay bit-identical
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
-                                          hess0=hess0, normalize=normalize, upper=upper)
+                                          hess0=hess0, normalize=normalize, upper=upper,
+                                          polish=fam.newton_finish)
     return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
 
 

@@ -123,6 +123,7 @@ class NegativeBinomial(Family):
     code = CODE
     mean_cap = True
     truncatable = True
+    newton_finish = True
 
     def validate_response(self, y, name="y"):
         super().validate_response(y, name)

@@ -141,6 +141,7 @@ class Ordinal(Family):
     link = "logit (cumulative)"
     code = CODE
     fixed_intercept = False
+    newton_finish = True
 
     def encode(self, col: pd.Series, name: str):
         """An ordered (or any) categorical: codes of its levels, in level order; integer
