@@ -50,7 +50,7 @@ from ._linalg import (
     chol_solve,
     newton_update,
 )
-from .families.kernels import row_extra_grad, row_moments
+from .families.kernels import row_extra_grad_cached, row_moments, row_moments_cached
 
 
 @njit(cache=True, error_model="numpy")
@@ -75,29 +75,40 @@ def cluster_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
     (see :func:`_newton_mode` for the outputs). A warm start that fails — NaN or far
     off, left by an earlier evaluation at wild parameters — is retried once from the
     prior mean u = 0, so it never poisons later evaluations."""
+    return cluster_mode_cached(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra,
+                               np.empty((0, 2)))
+
+
+@njit(cache=True, error_model="numpy")
+def cluster_mode_cached(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra, cache):
+    """:func:`cluster_mode` that also keeps each row's two intermediate values of
+    :func:`row_moments_cached` at the mode in ``cache`` (n × 2; a 0 × 2 array: none)."""
     q = u.shape[0]
     cold = True
     for r in range(q):
         if u[r] != 0.0:
             cold = False
-    obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra)
+    obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra, cache)
     if not ok and not cold:
         for r in range(q):
             u[r] = 0.0
-        obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra)
+        obj, ok = _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra, cache)
     return obj, ok
 
 
 @njit(cache=True, error_model="numpy")
-def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
+def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra, cache):
     """Newton iterations for one cluster's conditional mode, starting from ``u``.
 
     One pass over the cluster's rows per iteration: the objective, gradient and
     Hessian at the current u; a step that increases the objective is halved.
     On return ``u`` is the mode, ``H`` holds the Cholesky factor of H_i at the mode
-    and ``g1``, ``d``, ``dd`` hold g1, g2 and g3 (families/_base.py) of each row there.
+    and ``g1``, ``d``, ``dd`` hold g1, g2 and g3 (families/_base.py) of each row there,
+    ``cache`` (unless it has no rows) the family's two intermediate values there, from
+    which the gradient in the family parameters is finished without recomputing them.
     Returns (penalised negative log-lik at the mode, converged).
     """
+    store = cache.shape[0] > 0
     q = u.shape[0]
     g = np.empty(q)
     step = np.zeros(q)
@@ -115,7 +126,10 @@ def _newton_mode(fam, y, wt, xb, Z, a, b, u, H, g1, d, dd, extra):
             eta = xb[j]
             for r in range(q):
                 eta += Z[j, r] * u[r]
-            ll, gj, dj, ddj = row_moments(fam, y[j], eta, extra)
+            ll, gj, dj, ddj, c0, c1 = row_moments_cached(fam, y[j], eta, extra)
+            if store:
+                cache[j, 0] = c0
+                cache[j, 1] = c1
             wj = wt[j]  # frequency weight: wj identical rows merged into one
             g1[j] = gj
             d[j] = dj
@@ -179,6 +193,8 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_
     g1 = np.empty(n)
     d = np.empty(n)
     dd = np.empty(n)
+    # the family's intermediate values at the modes, for its parameters' gradient
+    cache = np.empty((n if want_grad and ne else 0, 2))
     H = np.empty((q, q))
     Hinv = np.empty((q, q))
     s = np.empty(q)
@@ -216,7 +232,8 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_
             if big < 1.0:
                 for r in range(q):
                     ui[r] += s[r]
-        obj, ok = cluster_mode(fam, y, wt, xb, Z, a, b, ui, H, g1, d, dd, extra)
+        obj, ok = cluster_mode_cached(fam, y, wt, xb, Z, a, b, ui, H, g1, d, dd, extra,
+                                      cache)
         if not ok:
             failed += 1
         total += obj + 0.5 * chol_logdet(H)
@@ -262,7 +279,8 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_
                 eta = xb[j]
                 for r in range(q):
                     eta += Z[j, r] * ui[r]
-                ncomp = row_extra_grad(fam, y[j], eta, extra, eidx, edl, edg1, edg2)
+                ncomp = row_extra_grad_cached(fam, y[j], eta, extra, cache[j, 0],
+                                              cache[j, 1], eidx, edl, edg1, edg2)
                 for m in range(ncomp):
                     t = eidx[m]
                     grad_extra[t] += wj * (0.5 * edg2[m] * h - edl[m])

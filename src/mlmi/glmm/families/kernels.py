@@ -54,3 +54,26 @@ def row_extra_grad(fam, y, eta, extra, idx, dl, dg1, dg2):
     if fam == ordinal.CODE:
         return ordinal.extra_grad(y, eta, extra, idx, dl, dg1, dg2)
     return 0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def row_moments_cached(fam, y, eta, extra):
+    """:func:`row_moments` and two intermediate values (c0, c1) from which the family's
+    ``extra_grad_cached`` finishes its parameter derivatives at the same eta without a
+    transcendental function (0, 0 for families without parameters)."""
+    if fam == negbin.CODE:
+        return negbin.moments_cached(y, eta, extra)
+    if fam == ordinal.CODE:
+        return ordinal.moments_cached(y, eta, extra)
+    ll, g1, g2, g3 = row_moments(fam, y, eta, extra)
+    return ll, g1, g2, g3, 0.0, 0.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def row_extra_grad_cached(fam, y, eta, extra, c0, c1, idx, dl, dg1, dg2):
+    """:func:`row_extra_grad` from the (c0, c1) of :func:`row_moments_cached` at eta."""
+    if fam == negbin.CODE:
+        return negbin.extra_grad_cached(y, eta, extra, c0, c1, idx, dl, dg1, dg2)
+    if fam == ordinal.CODE:
+        return ordinal.extra_grad_cached(y, eta, extra, c0, c1, idx, dl, dg1, dg2)
+    return 0

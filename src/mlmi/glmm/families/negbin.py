@@ -28,14 +28,17 @@ def _logs(eta, log_theta):
     """(eta - log(mu + theta), log theta - log(mu + theta), p, 1 - p) with p = mu / (mu +
     theta), each without cancellation (theta may be 1e4 times the mean at the Poisson
     edge), from one exp and one log1p."""
-    if eta > log_theta:
-        r = np.exp(log_theta - eta)  # theta / mu <= 1
-        l1 = np.log1p(r)
-        inv = 1.0 / (1.0 + r)
-        return -l1, (log_theta - eta) - l1, inv, r * inv
-    r = np.exp(eta - log_theta)  # mu / theta <= 1
-    l1 = np.log1p(r)
+    # theta / mu if eta > log theta, else mu / theta: at most 1
+    r = np.exp(log_theta - eta) if eta > log_theta else np.exp(eta - log_theta)
+    return _logs_r(eta, log_theta, r, np.log1p(r))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _logs_r(eta, log_theta, r, l1):
+    """:func:`_logs` given its r and l1 = log1p(r)."""
     inv = 1.0 / (1.0 + r)
+    if eta > log_theta:
+        return -l1, (log_theta - eta) - l1, inv, r * inv
     return (eta - log_theta) - l1, -l1, r * inv, inv
 
 
@@ -62,12 +65,23 @@ def moments(y, eta, extra):
 
     With p = mu / (mu + theta): g1 = theta (y - mu) / (mu + theta) = y - (y + theta) p,
     g2 = (y + theta) p (1 - p), g3 = g2 (1 - 2p)."""
+    ll, g1, g2, g3, _, _ = moments_cached(y, eta, extra)
+    return ll, g1, g2, g3
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def moments_cached(y, eta, extra):
+    """:func:`moments` and r, log1p(r) of :func:`_logs`, which :func:`extra_grad_cached`
+    reuses at the same eta."""
     theta = extra[0]
-    eta_lmt, lt_lmt, p, _ = _logs(eta, extra[1])
+    lt = extra[1]
+    r = np.exp(lt - eta) if eta > lt else np.exp(eta - lt)
+    l1 = np.log1p(r)
+    eta_lmt, lt_lmt, p, _ = _logs_r(eta, lt, r, l1)
     ll = y * eta_lmt + theta * lt_lmt + _lgamma_ratio(y, theta, extra)
     s = p * (1.0 - p)
     g2 = (y + theta) * s
-    return ll, y - (y + theta) * p, g2, g2 * (1.0 - 2.0 * p)
+    return ll, y - (y + theta) * p, g2, g2 * (1.0 - 2.0 * p), r, l1
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -101,8 +115,17 @@ def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
                   + psi(y + theta) - psi(theta),
         d g1 = -p + (y + theta) s / theta,   d g2 = s - (y + theta)(1 - 2p) s / theta,
     with p = mu / (mu + theta), s = p (1 - p)."""
+    lt = extra[1]
+    r = np.exp(lt - eta) if eta > lt else np.exp(eta - lt)
+    return extra_grad_cached(y, eta, extra, r, np.log1p(r), idx, dl, dg1, dg2)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def extra_grad_cached(y, eta, extra, r, l1, idx, dl, dg1, dg2):
+    """:func:`extra_grad` from r and log1p(r) as :func:`moments_cached` returned them
+    at the same eta (the same numbers, no exp or log recomputed)."""
     theta = extra[0]
-    _, lt_lmt, p, q = _logs(eta, extra[1])
+    _, lt_lmt, p, q = _logs_r(eta, extra[1], r, l1)
     s = p * q
     # psi(y + theta) - psi(theta) = sum_{i<y} 1 / (theta + i) for an integer count
     if y < SMALL:

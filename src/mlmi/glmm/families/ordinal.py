@@ -34,7 +34,12 @@ MAX_CATEGORIES = 30
 @njit(cache=True, inline="always", error_model="numpy")
 def _cdf_terms(x):
     """F(x), 1 - F(x) and F', F'', F''', F'''' at x (logistic), without cancellation."""
-    ex = np.exp(-abs(x))
+    return _cdf_terms_ex(x, np.exp(-abs(x)))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _cdf_terms_ex(x, ex):
+    """_cdf_terms given ex = exp(-|x|) (its one transcendental function)."""
     inv = 1.0 / (1.0 + ex)
     if x >= 0.0:
         F = inv
@@ -52,6 +57,14 @@ def _cdf_terms(x):
 @njit(cache=True, inline="always", error_model="numpy")
 def _row(y, eta, extra):
     """(log p, r1, r2, r3, r4) of one row; extra holds the K - 1 ordered thresholds."""
+    ll, r1, r2, r3, r4, _, _ = _row_ex(y, eta, extra)
+    return ll, r1, r2, r3, r4
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _row_ex(y, eta, extra):
+    """_row and exp(-|a|), exp(-|c|) at its two boundary points (0 where absent), which
+    :func:`extra_grad_cached` reuses."""
     k = int(y)
     K1 = extra.shape[0]
     has_upper = k < K1
@@ -62,22 +75,35 @@ def _row(y, eta, extra):
     Fc = 0.0
     Gc = 1.0
     fc = f1c = f2c = f3c = 0.0
+    ex_a = ex_c = 0.0
     if has_upper:
-        Fa, Ga, fa, f1a, f2a, f3a = _cdf_terms(extra[k] - eta)
+        x = extra[k] - eta
+        ex_a = np.exp(-abs(x))
+        Fa, Ga, fa, f1a, f2a, f3a = _cdf_terms_ex(x, ex_a)
     if has_lower:
-        Fc, Gc, fc, f1c, f2c, f3c = _cdf_terms(extra[k - 1] - eta)
+        x = extra[k - 1] - eta
+        ex_c = np.exp(-abs(x))
+        Fc, Gc, fc, f1c, f2c, f3c = _cdf_terms_ex(x, ex_c)
     # D = F(a) - F(c) = (1 - F(c)) - (1 - F(a)): take the form without cancellation
     D = Fa - Fc if Fa < 0.5 else Gc - Ga
     if not D > 0.0:
-        return -np.inf, 0.0, 0.0, 0.0, 0.0
+        return -np.inf, 0.0, 0.0, 0.0, 0.0, ex_a, ex_c
     inv = 1.0 / D
-    return np.log(D), (fa - fc) * inv, (f1a - f1c) * inv, (f2a - f2c) * inv, (f3a - f3c) * inv
+    return (np.log(D), (fa - fc) * inv, (f1a - f1c) * inv, (f2a - f2c) * inv,
+            (f3a - f3c) * inv, ex_a, ex_c)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def moments(y, eta, extra):
     ll, r1, r2, r3, _ = _row(y, eta, extra)
     return ll, -r1, r1 * r1 - r2, 2.0 * r1 * r1 * r1 - 3.0 * r1 * r2 + r3
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def moments_cached(y, eta, extra):
+    """:func:`moments` and the two values :func:`extra_grad_cached` needs at this eta."""
+    ll, r1, r2, r3, _, ex_a, ex_c = _row_ex(y, eta, extra)
+    return ll, -r1, r1 * r1 - r2, 2.0 * r1 * r1 * r1 - 3.0 * r1 * r2 + r3, ex_a, ex_c
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -96,13 +122,23 @@ def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
         d g2 = s (2 r1 (f'(x) - r1 f(x)) - (f''(x) - r2 f(x))) / D.
     Returns the number of entries filled (0, 1 or 2)."""
     k = int(y)
+    ex_a = np.exp(-abs(extra[k] - eta)) if k < extra.shape[0] else 0.0
+    ex_c = np.exp(-abs(extra[k - 1] - eta)) if k > 0 else 0.0
+    return extra_grad_cached(y, eta, extra, ex_a, ex_c, idx, dl, dg1, dg2)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def extra_grad_cached(y, eta, extra, ex_a, ex_c, idx, dl, dg1, dg2):
+    """:func:`extra_grad` from exp(-|a|), exp(-|c|) as :func:`moments_cached` returned
+    them at the same eta (no exponential recomputed: the same numbers)."""
+    k = int(y)
     K1 = extra.shape[0]
     Fa, Ga, fa, f1a, f2a = 1.0, 0.0, 0.0, 0.0, 0.0
     Fc, Gc, fc, f1c, f2c = 0.0, 1.0, 0.0, 0.0, 0.0
     if k < K1:
-        Fa, Ga, fa, f1a, f2a, _ = _cdf_terms(extra[k] - eta)
+        Fa, Ga, fa, f1a, f2a, _ = _cdf_terms_ex(extra[k] - eta, ex_a)
     if k > 0:
-        Fc, Gc, fc, f1c, f2c, _ = _cdf_terms(extra[k - 1] - eta)
+        Fc, Gc, fc, f1c, f2c, _ = _cdf_terms_ex(extra[k - 1] - eta, ex_c)
     D = Fa - Fc if Fa < 0.5 else Gc - Ga
     if not D > 0.0:
         return 0
