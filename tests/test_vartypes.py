@@ -158,6 +158,33 @@ def test_method_sets_the_type_and_no_rounding():
         make_plan(d, "st", types={"visits": "count"}, method={"visits": "norm"})
 
 
+def test_donor_methods_keep_a_count_by_registration_not_by_name():
+    """Whether a method keeps an integer column a count is the method's registered
+    ``donor`` flag (it imputes observed values), not its name: a donor method named
+    without 'pmm' keeps the count, a model method whose name ends in 'pmm' does not."""
+    from mlmi.methods import _REGISTRY, get_method, register
+
+    d = _study_data()
+    rng = np.random.default_rng(9)
+    visits = pd.Series(rng.poisson(2.0, len(d)), dtype="Int64")
+    visits[rng.random(len(d)) < 0.2] = pd.NA
+    d["visits"] = visits
+    pmm_2l, norm_2l = get_method("2l.pmm").func, get_method("2l.norm").func
+    register("test.donor", types=("continuous", "count"), multilevel=True,
+             donor=True)(pmm_2l)
+    register("test.notpmm", types=("continuous",), multilevel=True)(norm_2l)
+    try:
+        plan = make_plan(d, "st", method={"visits": "test.donor"})
+        assert plan.variables["visits"].vtype == "count"
+        plan = make_plan(d, "st", method={"visits": "test.notpmm"})
+        assert plan.variables["visits"].vtype == "continuous"
+        assert get_method("2l.pmm").donor and get_method("pmm").donor
+        assert not get_method("2l.norm").donor
+    finally:
+        _REGISTRY.pop("test.donor", None)
+        _REGISTRY.pop("test.notpmm", None)
+
+
 def test_summary_and_repr_give_every_variable_type_and_reason():
     d = _study_data()
     with pytest.warns(ImputationWarning, match="'age' has 12 integer values in a narrow range"):

@@ -26,9 +26,10 @@ STUDY_LEVEL: dict[str, str] = vartypes.study_level_table()
 
 
 def register(name: str, *, types: tuple[str, ...], multilevel: bool, description: str = "",
-             level: int = 1) -> Callable:
+             level: int = 1, donor: bool = False) -> Callable:
     """Decorator registering an imputation method under ``name`` (``level=2``: it imputes
-    study-level variables, one value per study)."""
+    study-level variables, one value per study; ``donor=True``: its imputations are
+    observed values of the variable, as predictive mean matching's)."""
 
     def deco(func: Callable) -> Callable:
         if name in _REGISTRY:
@@ -42,7 +43,7 @@ def register(name: str, *, types: tuple[str, ...], multilevel: bool, description
                 if c not in names:
                     names.append(c)
         _REGISTRY[name] = MethodInfo(name, tuple(names), multilevel, func, description,
-                                     level)
+                                     level, donor)
         return func
 
     return deco

@@ -143,7 +143,9 @@ class Draw:
 class MethodInfo:
     """A registered method: its name, the variable types it imputes, whether it needs
     the study identifier (multilevel), the function, and the level of the variables it
-    imputes (2: study-level variables, one value per study, as mice's ``2lonly.*``)."""
+    imputes (2: study-level variables, one value per study, as mice's ``2lonly.*``);
+    ``donor``: it imputes observed values (predictive mean matching), so it keeps a count
+    a count where a model of continuous variables would not."""
 
     name: str
     types: tuple[str, ...]
@@ -151,3 +153,4 @@ class MethodInfo:
     func: Any
     description: str = ""
     level: int = 1
+    donor: bool = False

@@ -63,7 +63,7 @@ def pmm_step(problem: Problem, donors: int = DONORS) -> Draw:
                              "n_donors": min(donors, y_obs.size), "fit_warnings": notes})
 
 
-@register("pmm", types=("binary", "count", "continuous"), multilevel=False,
+@register("pmm", types=("binary", "count", "continuous"), multilevel=False, donor=True,
           description="predictive mean matching (mice's pmm: type-1 matching, 5 donors); "
                       "study as fixed dummies, a systematically missing study gets the "
                       "average intercept")

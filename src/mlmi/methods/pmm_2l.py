@@ -82,7 +82,7 @@ def match_stage(step: Step, donors: int = DONORS) -> np.ndarray:
     return values
 
 
-@register("2l.pmm", types=("continuous", "count"), multilevel=True,
+@register("2l.pmm", types=("continuous", "count"), multilevel=True, donor=True,
           description="multilevel predictive mean matching: linear mixed model, donors "
                       "matched on x'beta + w'b including the drawn b_i*; within the study "
                       "when it has >= 10 observed values, else across studies")

@@ -143,6 +143,7 @@ def impute_2lonly_norm(problem: Problem) -> Draw:
 
 
 @register("2lonly.pmm", types=("binary", "count", "continuous"), multilevel=True, level=2,
+          donor=True,
           description="study-level variable: predictive mean matching among the observing "
                       "studies (one row per study), copied to the members")
 def impute_2lonly_pmm(problem: Problem) -> Draw:

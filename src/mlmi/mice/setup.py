@@ -202,8 +202,7 @@ def _decide_type(col: pd.Series, declared: str | None, method: str | None
                 f"method {method!r} imputes {' or '.join(info.types)} variables, but "
                 f"{col.name!r} is {found.vtype} ({found.reason})"
                 + (f": {errors[-1]}" if errors else ""))
-        if found.vtype == "count" and info.types[0] == "continuous" and \
-                not method.endswith("pmm"):
+        if found.vtype == "count" and info.types[0] == "continuous" and not info.donor:
             # a method for continuous variables first (2l.norm, norm) named for an
             # integer column: its draws are the model's, not rounded as a count (donor
             # methods impute observed values: the count stays a count)
