@@ -859,50 +859,15 @@ def _check_arrays(fam: Family, y, X, W, beta, starts=None, extra=None):
     return y, np.ascontiguousarray(X), np.ascontiguousarray(W), beta, starts, extra
 
 
-def _check_codes(y: np.ndarray, K: int, what: str) -> None:
-    bad = (y < 0) | (y > K - 1) | (y != np.round(y))
-    if bad.any():
-        raise InputError(f"{what} response y must be category codes 0..{K - 1}; found "
-                         f"{np.unique(y[bad])[:5].tolist()}")
-
-
 def _check_response(fam: Family, y: np.ndarray, extra, M: int) -> np.ndarray | None:
-    """The response against the family, and the family's kernel parameters ``extra``.
-
-    A study's (or a few studies') rows need not show every category, so categorical
-    responses are checked as codes against the model's categories (ordinal: len(extra)
-    thresholds + 1; multinomial: M + 1), not by the family's fit-time validator, which
-    asks for every category to be observed."""
+    """The response against the family, and the family's kernel parameters ``extra``
+    (finite here; the family checks the rest: Family.validate_for_sampler)."""
     if extra is not None:
         extra = np.ascontiguousarray(extra, dtype=float).reshape(-1)
         if not np.all(np.isfinite(extra)):
             raise InputError(f"extra (the {fam.name} family's parameters) has non-finite "
                              f"values: {extra.tolist()}")
-    if fam.name == "ordinal":
-        if extra is None or extra.size < 1:
-            raise InputError("family='ordinal' needs extra = the K - 1 thresholds "
-                             "(fit.family.kernel_extra(fit.extra))")
-        if np.any(np.diff(extra) <= 0):
-            raise InputError(f"extra (ordinal thresholds) must be increasing; got "
-                             f"{extra.tolist()}")
-        if not np.all(np.isfinite(y)):
-            raise InputError("y has missing or non-finite values")
-        _check_codes(y, extra.size + 1, "ordinal")
-        return extra
-    if fam.name == "negbin":
-        if extra is None or extra.size != fam.kernel_extra(np.zeros(1)).size \
-                or not extra[0] > 0:
-            raise InputError(
-                "family='negbin' needs extra = fit.family.kernel_extra(fit.extra) "
-                f"([theta, log theta, lgamma(theta), digamma(theta), tables], theta > 0); got "
-                f"{None if extra is None else extra.tolist()}")
-    if fam.fitter == "multinomial":
-        if not np.all(np.isfinite(y)):
-            raise InputError("y has missing or non-finite values")
-        _check_codes(y, M + 1, "multinomial")
-        return extra
-    fam.validate_response(y)
-    return extra
+    return fam.validate_for_sampler(y, extra, M)
 
 
 def _check_common(method, rng, sigma, fam):

@@ -80,6 +80,15 @@ class Family:
                 "where it is observed"
             )
 
+    def validate_for_sampler(self, y: np.ndarray, extra: np.ndarray | None, n_eta: int
+                             ) -> np.ndarray | None:
+        """Check a response (a few studies' rows) and the kernel parameters ``extra``
+        given to the posterior sampler (mlmi.posterior), whose rows need not show every
+        category; returns ``extra`` as the kernels take it. ``n_eta`` is the number of
+        linear predictors the fixed effects give (K - 1 for the multinomial family)."""
+        self.validate_response(y)
+        return extra
+
     # ------------------------------------------------------------------ extra parameters
     def n_extra(self, y: np.ndarray) -> int:
         """Number of family parameters beyond beta and Psi (0 by default)."""
@@ -308,3 +317,13 @@ def discrete_truncated(cdf, sf, lo: float, hi: float, u: np.ndarray) -> np.ndarr
         a = np.where(gap & ~c, mid, a)
     out[todo] = b
     return out
+
+
+def check_codes(y: np.ndarray, K: int, what: str) -> None:
+    """y must be finite category codes 0..K-1 (an error names the first bad values)."""
+    if not np.all(np.isfinite(y)):
+        raise InputError("y has missing or non-finite values")
+    bad = (y < 0) | (y > K - 1) | (y != np.round(y))
+    if bad.any():
+        raise InputError(f"{what} response y must be category codes 0..{K - 1}; found "
+                         f"{np.unique(y[bad])[:5].tolist()}")

@@ -66,7 +66,7 @@ from .._linalg import (
 )
 from ..optimize import SINGULAR_TOL, fit_with_boundary_checks
 from ..result import FitWarning, GLMMResult
-from ._base import Family
+from ._base import Family, check_codes
 
 MAX_CATEGORIES = 10
 
@@ -641,6 +641,12 @@ class Multinomial(Family):
                 f"of {[str(v) for v in levels]}: the category's coefficients are not "
                 "identified; drop the unused level(s) (col.cat.remove_unused_categories()) or "
                 "merge them with another category")
+
+    def validate_for_sampler(self, y, extra, n_eta):
+        """Codes 0..K-1 with K - 1 = the fixed effects' linear predictors (a study may
+        lack some categories)."""
+        check_codes(y, n_eta + 1, "multinomial")
+        return extra
 
     def validate_response(self, y, name="y"):
         super().validate_response(y, name)

@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 from scipy.special import betainc, gammaln
 
+from ...exceptions import InputError
 from ._base import Family, count_limits, discrete_truncated, positive_counts
 
 CODE = 3
@@ -147,6 +148,17 @@ class NegativeBinomial(Family):
     mean_cap = True
     truncatable = True
     newton_finish = True
+
+    def validate_for_sampler(self, y, extra, n_eta):
+        """extra = kernel_extra(theta) with theta > 0, and non-negative counts."""
+        if extra is None or extra.size != self.kernel_extra(np.zeros(1)).size \
+                or not extra[0] > 0:
+            raise InputError(
+                "family='negbin' needs extra = fit.family.kernel_extra(fit.extra) "
+                f"([theta, log theta, lgamma(theta), digamma(theta), tables], theta > 0); got "
+                f"{None if extra is None else extra.tolist()}")
+        self.validate_response(y)
+        return extra
 
     def validate_response(self, y, name="y"):
         super().validate_response(y, name)

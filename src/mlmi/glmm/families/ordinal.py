@@ -25,7 +25,7 @@ from numba import njit
 from scipy.special import expit
 
 from ...exceptions import InputError
-from ._base import Family
+from ._base import Family, check_codes
 
 CODE = 4
 MAX_CATEGORIES = 30
@@ -216,6 +216,17 @@ class Ordinal(Family):
             levels = [int(v) for v in levels]
         self.validate_response(y, name)
         return y, levels
+
+    def validate_for_sampler(self, y, extra, n_eta):
+        """The K - 1 thresholds, increasing, and codes 0..K-1 (a study may lack some)."""
+        if extra is None or extra.size < 1:
+            raise InputError("family='ordinal' needs extra = the K - 1 thresholds "
+                             "(fit.family.kernel_extra(fit.extra))")
+        if np.any(np.diff(extra) <= 0):
+            raise InputError(f"extra (ordinal thresholds) must be increasing; got "
+                             f"{extra.tolist()}")
+        check_codes(y, extra.size + 1, "ordinal")
+        return extra
 
     def validate_response(self, y, name="y"):
         super().validate_response(y, name)
