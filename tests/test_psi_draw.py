@@ -393,12 +393,14 @@ def test_evidence_for_the_default_on_fresh_replications():
        the shrinkage correction raises the imputed data's omega1 over the paper's draw
        (evidence run: paired difference +0.075, MC SE 0.010, 70 replications; here 30,
        about 5 SEs) — asserted > 3 paired SEs; and its omega1 - REF is within 3 SEs of 0.
-       This is the paper draw's shrinkage bias, which the default keeps: the rule found no
-       draw better over all scenarios (the correction over-states omega0 more).
+       This is the paper draw's shrinkage bias, which the default ("auto" = the paper's
+       draw with this many studies) keeps: the rule found no draw better over all
+       scenarios (the correction over-states omega0 more).
     2. Binary outcome, weak heterogeneity, 6 studies (4 observe x1 and x2, q = 2): the
        paper's draw needs the count clipping guard in some replications (evidence run: 8
-       of 40), ml-normal in none — asserted over 20 replications (expected paper count 4;
-       P(0 of 20) = 0.01 at the evidence rate; ml-normal: 0 of 446 in the evidence run).
+       of 40), ml-normal — and so the default, bit for bit — in none: asserted over 20
+       replications (expected paper count 4; P(0 of 20) = 0.01 at the evidence rate;
+       ml-normal: 0 of 446 in the evidence run).
     """
     from mlmi.simulation.replication import replicate
 
