@@ -431,8 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "or VAR=NAME per variable (repeatable), e.g. afib=marginal")
     imp.add_argument("--psi-draw", action="append", metavar="NAME|VAR=NAME",
                      help="draw of the between-study covariance Psi* of the multilevel "
-                          "imputation models: paper (default), corrected or ml-normal "
-                          "(see docs/method.md); for every variable or VAR=NAME")
+                          "imputation models: auto (default: paper where at least "
+                          "q + 4 studies observe the variable, else ml-normal), paper, "
+                          "corrected or ml-normal (see docs/method.md); for every "
+                          "variable or VAR=NAME")
     imp.add_argument("--limit", action="append", metavar="VAR=LO,HI",
                      help="the possible range of a count or continuous variable "
                           "(repeatable), e.g. comorbidities=0,4 or bnp=0, (no upper "
