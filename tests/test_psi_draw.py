@@ -260,11 +260,11 @@ def test_psi_draw_changes_only_what_it_should(paper_data):
 
 def test_resolve_auto_at_the_finite_variance_boundary():
     """The inverse Wishart IW(m_obs, Lambda_hat) in Q dimensions has a finite variance iff
-    m_obs > Q + 3: "auto" is the paper's draw from m_obs = Q + 4 on, ml-normal below."""
+    m_obs > Q + 3: "auto" is the corrected Wishart from m_obs = Q + 4 on, ml-normal below."""
     from mlmi.methods._multilevel import resolve_psi_draw
 
     for Q in (1, 2, 6):
-        assert resolve_psi_draw("auto", Q + 4, Q) == "paper"
+        assert resolve_psi_draw("auto", Q + 4, Q) == "corrected"
         assert resolve_psi_draw("auto", Q + 3, Q) == "ml-normal"
         assert resolve_psi_draw("auto", 1, Q) == "ml-normal"
         for draw in ("paper", "corrected", "ml-normal"):
@@ -277,13 +277,14 @@ def _pin(data: pd.DataFrame, draw) -> mlmi.Imputed:
         return mlmi.impute(data, "st", m=2, maxit=2, random=RANDOM, seed=5, psi_draw=draw)
 
 
-def test_auto_is_the_paper_draw_with_enough_studies_and_ml_normal_with_few(paper_data):
-    """10 studies, 7 observe x1 and x2 (q = 2, m_obs >= q + 4): "auto" gives the paper
-    draw's imputations bit for bit and counts no ml-normal step. Only 4 observing
+def test_auto_is_the_corrected_draw_with_enough_studies_and_ml_normal_with_few(paper_data):
+    """10 studies, 7 observe x1 and x2 (q = 2, m_obs >= q + 4): "auto" gives the corrected
+    Wishart's imputations bit for bit and counts no ml-normal step. Only 4 observing
     studies (m_obs <= q + 3): bit for bit ml-normal's, every multilevel step counted."""
-    auto, paper = _pin(paper_data, "auto"), _pin(paper_data, "paper")
+    auto, corrected = _pin(paper_data, "auto"), _pin(paper_data, "corrected")
     for i in (1, 2):
-        pd.testing.assert_frame_equal(auto.complete(i), paper.complete(i))
+        pd.testing.assert_frame_equal(auto.complete(i), corrected.complete(i))
+    assert not auto.complete(1).equals(_pin(paper_data, "paper").complete(1))
     assert auto.summary().loc[["x1", "x2"], "psi_auto_ml_normal"].sum() == 0
 
     few = paper_data.copy()
@@ -393,9 +394,8 @@ def test_evidence_for_the_default_on_fresh_replications():
        the shrinkage correction raises the imputed data's omega1 over the paper's draw
        (evidence run: paired difference +0.075, MC SE 0.010, 70 replications; here 30,
        about 5 SEs) — asserted > 3 paired SEs; and its omega1 - REF is within 3 SEs of 0.
-       This is the paper draw's shrinkage bias, which the default ("auto" = the paper's
-       draw with this many studies) keeps: the rule found no draw better over all
-       scenarios (the correction over-states omega0 more).
+       This is the paper draw's shrinkage bias, which the default ("auto" = the corrected
+       draw with this many studies) removes.
     2. Binary outcome, weak heterogeneity, 6 studies (4 observe x1 and x2, q = 2): the
        paper's draw needs the count clipping guard in some replications (evidence run: 8
        of 40), ml-normal — and so the default, bit for bit — in none: asserted over 20
@@ -433,9 +433,9 @@ def test_evidence_for_the_default_on_fresh_replications():
 def test_default_psi_draw_is_the_paper_draw_where_it_is_proper():
     """The chosen default ("auto", docs/results/psi-draw.md) on fresh replications (seed
     2614) of the binary-outcome MAR scenarios with pi_sys = 0.3: at 10 and 30 studies
-    (m_obs = 7, 21 >= q + 4) its analysis results are the paper draw's, bit for bit; at 6
-    studies (m_obs = 4 <= q + 3) it never needs the count clipping guard (point 3 of
-    issue 14) — 10 replications per heterogeneity level, where the paper's draw needed
+    (m_obs = 7, 21 >= q + 4) its analysis results are the corrected draw's, bit for bit;
+    at 6 studies (m_obs = 4 <= q + 3) it never needs the count clipping guard (point 3 of
+    issue 14) — 10 replications per heterogeneity level, where the Wishart draws needed
     the guard in 10-20 % of the evidence run's replications."""
     from mlmi.simulation.replication import replicate
 
@@ -444,9 +444,9 @@ def test_default_psi_draw_is_the_paper_draw_where_it_is_proper():
     for studies in (10, 30):
         s = dict(base, heterogeneity="moderate", studies=studies)
         for r in range(3):
-            out = replicate(s, r, 2614, methods=("MLMI[auto]", "MLMI[paper]"))
+            out = replicate(s, r, 2614, methods=("MLMI[auto]", "MLMI[corrected]"))
             est = out.set_index(["method", "parameter"])["estimate"]
-            np.testing.assert_array_equal(est.loc["MLMI[auto]"], est.loc["MLMI[paper]"])
+            np.testing.assert_array_equal(est.loc["MLMI[auto]"], est.loc["MLMI[corrected]"])
     for het in ("weak", "moderate", "strong"):
         s = dict(base, heterogeneity=het, studies=6)
         for r in range(10):

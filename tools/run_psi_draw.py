@@ -191,7 +191,7 @@ def _stats(frame: pd.DataFrame, truth: dict) -> list[dict]:
     rows = []
     ref = frame[frame["method"] == "REF"].set_index(["rep", "parameter"])["estimate"]
     paper = frame[frame["method"] == "MLMI[paper]"].set_index(["rep", "parameter"])["estimate"]
-    auto = frame[frame["method"] == "MLMI[auto]"].set_index(["rep", "parameter"])["estimate"]
+    hyb = frame[frame["method"] == PAPER_HYBRID].set_index(["rep", "parameter"])["estimate"]
     for (method, par), g in frame.groupby(["method", "parameter"], sort=False):
         g = g[g["estimate"].notna()]
         n = len(g)
@@ -221,15 +221,22 @@ def _stats(frame: pd.DataFrame, truth: dict) -> list[dict]:
             if dp.size > 1:
                 row["minus_paper"] = dp.mean()
                 row["minus_paper_se"] = dp.std(ddof=1) / np.sqrt(dp.size)
-            da = est - auto.reindex(idx).to_numpy(float)
-            da = da[np.isfinite(da)]
-            if da.size > 1:
-                row["minus_auto"] = da.mean()
-                row["minus_auto_se"] = da.std(ddof=1) / np.sqrt(da.size)
+            dh = est - hyb.reindex(idx).to_numpy(float)
+            dh = dh[np.isfinite(dh)]
+            if dh.size > 1:
+                row["minus_hybrid"] = dh.mean()
+                row["minus_hybrid_se"] = dh.std(ddof=1) / np.sqrt(dh.size)
         if "clipped" in g:
             row["clipped"] = int(g.drop_duplicates("rep")["clipped"].fillna(0).sum())
         rows.append(row)
     return rows
+
+
+#: the default, and the other proper hybrid the rule weighs it against: the paper's draw
+#: where the inverse Wishart is proper, ml-normal elsewhere (not an option of impute:
+#: its rows are those of "paper" and "ml-normal", as auto's are of "corrected" and
+#: "ml-normal")
+AUTO, PAPER_HYBRID = "MLMI[auto]", "MLMI[paper/ml-normal]"
 
 
 def auto_equals(studies: int, sys: float = 0.3, q: int = 2) -> str:
@@ -244,12 +251,15 @@ def auto_equals(studies: int, sys: float = 0.3, q: int = 2) -> str:
 def _auto_rows(grid: pd.DataFrame) -> pd.DataFrame:
     """MLMI[auto]'s rows, which are those of the draw it resolves to in each scenario —
     bit for bit, with the same seed (tests/test_psi_draw.py checks it on fresh
-    replications, and ``--check-auto`` on stored ones) — so the draw was not run again."""
+    replications, and ``--check-auto`` on stored ones) — so the draw was not run again;
+    and those of the paper-based hybrid (PAPER_HYBRID), made the same way."""
     parts = []
     for _, g in grid.groupby("scenario", sort=True):
         s = g.iloc[0]
         draw = auto_equals(int(s["studies"]), float(s["sys"]))
-        parts.append(g[g["method"] == f"MLMI[{draw}]"].assign(method="MLMI[auto]"))
+        parts.append(g[g["method"] == f"MLMI[{draw}]"].assign(method=AUTO))
+        hybrid = "paper" if draw == "corrected" else draw
+        parts.append(g[g["method"] == f"MLMI[{hybrid}]"].assign(method=PAPER_HYBRID))
     return pd.concat(parts, ignore_index=True) if parts else grid.iloc[:0]
 
 
@@ -304,9 +314,12 @@ def summarise(out: Path) -> pd.DataFrame:
                               "studies": int(s["studies"]), **row})
     ckd = load_ckd(out)
     if len(ckd):
-        # alcohol, the least observed, in 6 of 15 studies with q = 2: auto is the paper's
-        ckd = pd.concat([ckd, ckd[ckd["method"] == "MLMI[paper]"].assign(
-            method="MLMI[auto]")], ignore_index=True)
+        # alcohol, the least observed, in 6 of 15 studies with q = 2 (comorbidities 14,
+        # smoking 15 with q = 1): every variable's Wishart is proper, auto is "corrected"
+        draw = auto_equals(6, 0.0)
+        ckd = pd.concat([ckd] + [ckd[ckd["method"] == f"MLMI[{d}]"].assign(method=name)
+                                 for name, d in ((AUTO, draw), (PAPER_HYBRID, "paper"))],
+                        ignore_index=True)
         for row in _stats(ckd, ckd_truth()):
             parts.append({"design": "ckd-like", "outcome": "binary", "heterogeneity": "ckd",
                           "studies": 15, **row})
@@ -329,16 +342,17 @@ def choose_default(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
        than 2 MC SEs of the difference (sqrt(se1^2 + se2^2)) anywhere.
     3. Not admissible (issue 14, point 3): a draw that needed the count clipping guard in
        any replication of a scenario with m_obs <= q + 3 (the 6-study scenarios).
-    4. The default is the admissible draw with the smallest H; if H_auto - H of that draw
-       is within 2 paired MC SEs, "auto" — the paper's draw wherever that draw has a
-       finite variance — is the default. The paired SE (the draws analyse the same data
-       sets with the same seed) is sqrt(sum_k se_k^2) / count, se_k the MC SE of the per-
-       replication difference between the two draws' estimates in cell k (the delta
-       method for |mean a| - |mean b| when both means keep their sign)."""
+    4. The default is the admissible draw with the smallest H; if its H is within 2 paired
+       MC SEs of the paper-based hybrid's (PAPER_HYBRID: the paper's draw wherever it has
+       a finite variance, ml-normal elsewhere — the paper's method made proper), that
+       hybrid is. The paired SE (the draws analyse the same data sets with the same seed)
+       is sqrt(sum_k se_k^2) / count, se_k the MC SE of the per-replication difference
+       between the two draws' estimates in cell k (the delta method for |mean a| -
+       |mean b| when both means keep their sign)."""
     sim = table[table["design"] != "ckd-like"]
     rows = []
     paper_cov = sim[sim["method"] == "MLMI[paper]"].set_index(["design", "parameter"])
-    draws = sim["method"].isin([f"MLMI[{d}]" for d in ("auto", *DRAWS)])
+    draws = sim["method"].isin([AUTO, PAPER_HYBRID, *(f"MLMI[{d}]" for d in DRAWS)])
     for method, g in sim[draws].groupby("method"):
         om = g[g["parameter"].isin(["omega0", "omega1"])].dropna(subset=["minus_ref"])
         h = float(np.mean(np.abs(om["minus_ref"])))
@@ -350,22 +364,23 @@ def choose_default(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         worst = float(np.nanmax(gap.to_numpy())) if gap.notna().any() else 0.0
         few = g[(g["studies"] == 6) & (g["parameter"] == "a0")]
         clipped_few = int(few["clipped"].fillna(0).sum()) if "clipped" in few else 0
-        if method == "MLMI[auto]":
+        if method == PAPER_HYBRID:
             dh, dh_se = 0.0, 0.0
         else:
-            dh = h - float(np.mean(np.abs(om["minus_ref"] - om["minus_auto"])))
-            dh_se = float(np.sqrt(np.sum(om["minus_auto_se"] ** 2)) / len(om))
+            dh = h - float(np.mean(np.abs(om["minus_ref"] - om["minus_hybrid"])))
+            dh_se = float(np.sqrt(np.sum(om["minus_hybrid_se"] ** 2)) / len(om))
         rows.append({"psi_draw": method[5:-1], "H": h, "H_se": h_se,
-                     "H - H_auto": dh, "H - H_auto se (paired)": dh_se,
+                     "H - H_hybrid": dh, "H - H_hybrid se (paired)": dh_se,
                      "worst coverage shortfall vs paper (SEs)": worst,
                      "clipped counts at m_obs <= q + 3": clipped_few,
                      "admissible": worst <= 2.0 and clipped_few == 0, "cells": len(om)})
     rule = pd.DataFrame(rows).set_index("psi_draw")
     ok = rule[rule["admissible"]]
-    best = str(ok["H"].idxmin()) if len(ok) else "auto"
-    if best != "auto" and rule.loc[best, "H - H_auto"] > -2 * rule.loc[
-            best, "H - H_auto se (paired)"]:
-        best = "auto"
+    hybrid = PAPER_HYBRID[5:-1]
+    best = str(ok["H"].idxmin()) if len(ok) else hybrid
+    if best != hybrid and rule.loc[best, "H - H_hybrid"] > -2 * rule.loc[
+            best, "H - H_hybrid se (paired)"]:
+        best = hybrid
     return best, rule
 
 
@@ -403,15 +418,16 @@ def write_markdown(table: pd.DataFrame, dest: Path) -> None:
               "H = mean |MLMI − REF| over the simulation scenarios and ω0, ω1 (MC SE); a draw "
               "whose a0–a2 coverage falls short of the paper draw's by more than 2 MC SEs "
               "anywhere, or that needed the count clipping guard with m_obs ≤ q + 3 (the "
-              "6-study scenarios), is not admissible; a draw whose H is within 2 paired SEs "
-              "of auto's leaves auto (the paper's draw wherever it is proper) the default.",
+              "6-study scenarios), is not admissible; the admissible draw with the smallest "
+              "H is the default unless it is within 2 paired SEs of the paper-based hybrid "
+              "(paper/ml-normal: the paper's draw where it is proper, ml-normal elsewhere).",
               "",
-              "| psi_draw | H | H − H_auto (paired MC SE) | cells | worst coverage shortfall "
-              "vs paper (SEs) | clipped counts, 6 studies | admissible |",
+              "| psi_draw | H | H − H_paper/ml-normal (paired MC SE) | cells | worst coverage "
+              "shortfall vs paper (SEs) | clipped counts, 6 studies | admissible |",
               "|---|---|---|---|---|---|---|"]
     for d, r in rule.iterrows():
         lines.append(f"| {d} | {r['H']:.4f} ({r['H_se']:.4f}) | "
-                     f"{r['H - H_auto']:+.4f} ({r['H - H_auto se (paired)']:.4f}) | "
+                     f"{r['H - H_hybrid']:+.4f} ({r['H - H_hybrid se (paired)']:.4f}) | "
                      f"{int(r['cells'])} | "
                      f"{r['worst coverage shortfall vs paper (SEs)']:.2f} | "
                      f"{int(r['clipped counts at m_obs <= q + 3'])} | "

@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "or VAR=NAME per variable (repeatable), e.g. afib=marginal")
     imp.add_argument("--psi-draw", action="append", metavar="NAME|VAR=NAME",
                      help="draw of the between-study covariance Psi* of the multilevel "
-                          "imputation models: auto (default: paper where at least "
+                          "imputation models: auto (default: corrected where at least "
                           "q + 4 studies observe the variable, else ml-normal), paper, "
                           "corrected or ml-normal (see docs/method.md); for every "
                           "variable or VAR=NAME")

@@ -71,26 +71,27 @@ PSI_FLOOR = 1e-8
 #: likelihood is flat to second order in theta at 0 (found in the simulation: a slope SD
 #: estimated at 0.05 with 4 studies drew SDs of 10).
 #:
-#: ``"auto"`` — the paper's draw where its inverse Wishart has a finite variance
-#: (m_obs >= Q + 4 observing studies for Q random effects), ``"ml-normal"`` where it has
-#: not (m_obs <= Q + 3: the paper's own 6-study scenarios, where the paper's draw needed
-#: the count clipping guard in 10-20 % of the replications). The default; the evidence
-#: and the rule that chose it: docs/results/psi-draw.md. Which draw a step used is
-#: counted (``psi_auto_ml_normal``).
+#: ``"auto"`` — the shrinkage-corrected Wishart (``"corrected"``) where the inverse
+#: Wishart has a finite variance (m_obs >= Q + 4 observing studies for Q random effects),
+#: ``"ml-normal"`` where it has not (m_obs <= Q + 3: the paper's own 6-study scenarios,
+#: where the Wishart draws needed the count clipping guard in 10-20 % of the
+#: replications). The default; the evidence and the rule that chose it:
+#: docs/results/psi-draw.md. A step that used ml-normal is counted
+#: (``psi_auto_ml_normal``).
 PSI_DRAWS = ("auto", "paper", "corrected", "ml-normal")
 
-#: "auto" uses the paper's Wishart draw from this many observing studies beyond the
+#: "auto" uses the (corrected) Wishart draw from this many observing studies beyond the
 #: random-effects dimension Q on (m_obs >= Q + 4: Var(Psi*) finite)
 AUTO_MIN_EXTRA_STUDIES = 4
 
 
 def resolve_psi_draw(psi_draw: str, m_obs: int, n_re: int) -> str:
     """The draw ``psi_draw`` stands for with m_obs observing studies and n_re random
-    effects: "auto" is "paper" if m_obs >= n_re + 4 (the inverse Wishart's variance
+    effects: "auto" is "corrected" if m_obs >= n_re + 4 (the inverse Wishart's variance
     exists), else "ml-normal"; any other choice is itself."""
     if psi_draw != "auto":
         return psi_draw
-    return "paper" if m_obs >= n_re + AUTO_MIN_EXTRA_STUDIES else "ml-normal"
+    return "corrected" if m_obs >= n_re + AUTO_MIN_EXTRA_STUDIES else "ml-normal"
 
 
 def draw_beta(beta_hat: np.ndarray, cov: np.ndarray, rng: np.random.Generator) -> np.ndarray:

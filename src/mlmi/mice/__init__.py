@@ -79,7 +79,7 @@ def impute(
         continuous variables is mice's 2l.bin + 2l.lmer combination (prior draws for the
         binary variable's studies, the exact normal posterior for the continuous ones).
     psi_draw : how multilevel methods draw Psi*, the between-study covariance of each
-        imputation model (every family): "auto" (the default: "paper" where the
+        imputation model (every family): "auto" (the default: "corrected" where the
         variable is observed in m_obs >= Q + 4 studies for Q random effects, so the
         inverse Wishart has a finite variance; "ml-normal" where fewer), "paper" (Jolani
         et al.: inverse Wishart with df = m_obs around Lambda_hat = sum of the studies'
