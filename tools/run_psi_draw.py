@@ -266,11 +266,12 @@ def _auto_rows(grid: pd.DataFrame) -> pd.DataFrame:
 def check_auto(out: Path, per_scenario: int) -> int:
     """Re-run MLMI[auto] on the first ``per_scenario`` stored replications of every grid
     scenario and compare its estimates with the stored rows of the draw it resolves to;
-    the number of replications that differ (0 expected)."""
+    the number of replications that differ beyond round-off (0 expected)."""
+    from mlmi._threads import single_threaded_blas
     from mlmi.simulation.grid import scenarios as all_scenarios
     from mlmi.simulation.replication import replicate
 
-    grid = load(out / "grid")
+    grid = load_grid(out)
     bad = 0
     for s in all_scenarios("paper"):
         sid = scenario_id(s)
@@ -280,21 +281,24 @@ def check_auto(out: Path, per_scenario: int) -> int:
         draw = auto_equals(int(s["studies"]), float(s["sys"]))
         stored = g[g["method"] == f"MLMI[{draw}]"].set_index(["rep", "parameter"])["estimate"]
         for rep in sorted(g["rep"].unique())[:per_scenario]:
-            new = replicate(s, int(rep), SEED, methods=("MLMI[auto]",), m=M, maxit=MAXIT)
-            a = new.set_index("parameter")["estimate"]
-            b = stored.loc[int(rep)].reindex(a.index)
-            same = np.array_equal(a.to_numpy(float), b.to_numpy(float), equal_nan=True)
+            with single_threaded_blas():  # as the runner made the stored rows
+                new = replicate(s, int(rep), SEED, methods=("MLMI[auto]",), m=M,
+                                maxit=MAXIT)
+            a = new.set_index("parameter")["estimate"].to_numpy(float)
+            b = stored.loc[int(rep)].reindex(new["parameter"]).to_numpy(float)
+            # the stored rows come from the code of their time: equal to round-off (the
+            # order of floating-point operations in recompiled kernels), not always bit
+            # for bit; a different draw differs in the first digits
+            same = bool(np.nanmax(np.abs(a - b)) < 1e-6)
             bad += int(not same)
-            print(f"{sid} rep {rep}: auto == {draw}: {same}", flush=True)
+            print(f"{sid} rep {rep}: auto == {draw}: {same} (max |diff| "
+                  f"{np.nanmax(np.abs(a - b)):.2g})", flush=True)
     return bad
 
 
-def summarise(out: Path) -> pd.DataFrame:
-    """One row per design × method × parameter (see _stats)."""
-    from mlmi.datasets import ckd_truth
-    from mlmi.simulation.replication import true_values
-
-    parts = []
+def load_grid(out: Path) -> pd.DataFrame:
+    """The grid replications, with ml-normal's rows made before the fix (THETA_FILE)
+    relabelled MLMI[theta-normal] and their recomputation (grid-mln) in their place."""
     grid = load(out / "grid") if (out / "grid").exists() else pd.DataFrame()
     if len(grid) and (out / THETA_FILE).exists():
         frozen = json.loads((out / THETA_FILE).read_text())
@@ -303,6 +307,16 @@ def summarise(out: Path) -> pd.DataFrame:
         grid.loc[old & mln, "method"] = "MLMI[theta-normal]"
         redo = load(out / "grid-mln") if (out / "grid-mln").exists() else pd.DataFrame()
         grid = pd.concat([grid, redo], ignore_index=True)
+    return grid
+
+
+def summarise(out: Path) -> pd.DataFrame:
+    """One row per design × method × parameter (see _stats)."""
+    from mlmi.datasets import ckd_truth
+    from mlmi.simulation.replication import true_values
+
+    parts = []
+    grid = load_grid(out)
     if len(grid):
         grid = pd.concat([grid, _auto_rows(grid)], ignore_index=True)
         for sid, g in grid.groupby("scenario", sort=True):
