@@ -430,7 +430,7 @@ def test_evidence_for_the_default_on_fresh_replications():
 
 
 @pytest.mark.slow
-def test_default_psi_draw_is_the_paper_draw_where_it_is_proper():
+def test_default_psi_draw_is_the_corrected_draw_where_it_is_proper():
     """The chosen default ("auto", docs/results/psi-draw.md) on fresh replications (seed
     2614) of the binary-outcome MAR scenarios with pi_sys = 0.3: at 10 and 30 studies
     (m_obs = 7, 21 >= q + 4) its analysis results are the corrected draw's, bit for bit;
