@@ -7,23 +7,14 @@ the default 2l.polr and a nominal one by 2l.polyreg (categories per study)."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import mlmi
+from helpers import shared_csv
 from mlmi.simulation import ampute, generate
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _shared(name: str) -> pd.DataFrame:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return pd.read_csv(path)
 
 
 def _impute(data, cluster, **kw):
@@ -38,7 +29,7 @@ def _imputed(imp, data, var):
 
 
 def test_ipdna_bnp_by_2l_pmm_is_observed_and_positive():
-    ipd = _shared("micemd_IPDNa.csv")
+    ipd = shared_csv("micemd_IPDNa.csv")
     imp = _impute(ipd, "centre", m=2, maxit=2, method={"bnp": "2l.pmm"})
     assert imp.methods["bnp"] == "2l.pmm"
     values = _imputed(imp, ipd, "bnp").astype(float)
@@ -55,7 +46,7 @@ def test_chem97_age_by_2l_pmm_keeps_range_and_spread():
     """Age in months, 216-227 observed (SD 3.4): 2l.pmm imputes observed ages, with an
     SD within 15 % of the observed one (a normal model read it as a count and imputed
     SD 14.8)."""
-    chem = _shared("micemd_CHEM97Na.csv")
+    chem = shared_csv("micemd_CHEM97Na.csv")
     imp = _impute(chem, "School", m=2, maxit=2, method={"Age": "2l.pmm"})
     values = _imputed(imp, chem, "Age").astype(float)
     assert values.min() >= chem["Age"].min() and values.max() <= chem["Age"].max()

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlmi.methods import COMPLETE, SPORADIC, SYSTEMATIC, Problem, get_method
+import helpers
+from mlmi.methods import Problem, get_method
 from mlmi.methods._multinom import fit_multinom
 from mlmi.methods._twostage_cat import fit_studies_cat
 from mlmi.methods.polr import (
@@ -30,23 +31,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "polr_polyreg.json"
 
 
 def make_problem(y, x, cluster, ry, *, vtype="ordinal", L=4, role=1, seed=0) -> Problem:
-    y = np.asarray(y, dtype=float).copy()
-    x = np.asarray(x, dtype=float).reshape(len(y), -1)
-    cluster = np.asarray(cluster, dtype=np.int64)
-    ry = np.asarray(ry, dtype=bool)
-    K = int(cluster.max()) + 1
-    y[~ry] = np.nan  # a method that looked at the rows it imputes would return NaN
-    n_obs = np.bincount(cluster[ry], minlength=K)
-    size = np.bincount(cluster, minlength=K)
-    status = np.where(n_obs == 0, SYSTEMATIC, np.where(n_obs < size, SPORADIC, COMPLETE))
-    return Problem(
-        variable="z", vtype=vtype, y=y, ry=ry, wy=~ry, x=x,
-        x_names=[f"x{j + 1}" for j in range(x.shape[1])],
-        type=np.ones(x.shape[1], dtype=np.int64), cluster=cluster,
-        cluster_labels=np.arange(1, K + 1), status=status,
-        rng=np.random.default_rng(seed), cluster_role=role, n_levels=L,
-        levels=list(range(L)),
-    )
+    return helpers.make_problem(y, x, cluster, ry, vtype, seed=seed, cluster_role=role,
+                                n_levels=L, levels=list(range(L)))
 
 
 # ------------------------------------------------------------------ against R

@@ -12,27 +12,16 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
+import helpers
 from mlmi.exceptions import InputError
-from mlmi.methods import COMPLETE, SPORADIC, SYSTEMATIC, Problem, get_method
+from mlmi.methods import Problem, get_method
 
 
 def make_problem(y, x, cluster, ry, vtype, *, n_levels=0, levels=None, seed=0,
                  limits=None, sampler="exact", types=None, psi_draw="paper") -> Problem:
-    y = np.asarray(y, dtype=float).copy()
-    x = np.asarray(x, dtype=float).reshape(len(y), -1)
-    K = int(cluster.max()) + 1
-    y[~ry] = np.nan  # a method that looked at the rows it imputes would return NaN
-    n_obs = np.bincount(cluster[ry], minlength=K)
-    size = np.bincount(cluster, minlength=K)
-    status = np.where(n_obs == 0, SYSTEMATIC, np.where(n_obs < size, SPORADIC, COMPLETE))
-    return Problem(
-        variable="z", vtype=vtype, y=y, ry=ry, wy=~ry, x=x,
-        x_names=[f"x{j + 1}" for j in range(x.shape[1])],
-        type=np.ones(x.shape[1], dtype=np.int64) if types is None else np.asarray(types),
-        cluster=cluster, cluster_labels=np.arange(1, K + 1), status=status,
-        rng=np.random.default_rng(seed), n_levels=n_levels, levels=levels, limits=limits,
-        sampler=sampler, psi_draw=psi_draw,
-    )
+    return helpers.make_problem(y, x, cluster, ry, vtype, seed=seed, types=types,
+                                n_levels=n_levels, levels=levels, limits=limits,
+                                sampler=sampler, psi_draw=psi_draw)
 
 
 def repeat(problem: Problem, method: str, times: int, seed: int):

@@ -13,10 +13,11 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import expit
 
+import helpers
 import mlmi
 from mlmi.exceptions import InputError
 from mlmi.glm import fit_glm
-from mlmi.methods import COMPLETE, SPORADIC, STRATEGIES, SYSTEMATIC, Problem, get_method
+from mlmi.methods import SPORADIC, STRATEGIES, SYSTEMATIC, Problem, get_method
 from mlmi.methods import logreg as logreg_module
 from mlmi.methods._single import build_design, draw_linear
 from mlmi.methods.logreg import augment, fit_logistic
@@ -26,22 +27,7 @@ from mlmi.simulation import ampute, generate
 
 def make_problem(y, x, cluster, ry, *, vtype="continuous", role=1, seed=0) -> Problem:
     """A univariate step as the driver builds it (status from ``ry``)."""
-    y = np.asarray(y, dtype=float).copy()
-    x = np.asarray(x, dtype=float).reshape(len(y), -1)
-    cluster = np.asarray(cluster, dtype=np.int64)
-    ry = np.asarray(ry, dtype=bool)
-    K = int(cluster.max()) + 1
-    y[~ry] = np.nan  # a method that looked at the rows it imputes would return NaN
-    n_obs = np.bincount(cluster[ry], minlength=K)
-    size = np.bincount(cluster, minlength=K)
-    status = np.where(n_obs == 0, SYSTEMATIC, np.where(n_obs < size, SPORADIC, COMPLETE))
-    return Problem(
-        variable="z", vtype=vtype, y=y, ry=ry, wy=~ry, x=x,
-        x_names=[f"x{j + 1}" for j in range(x.shape[1])],
-        type=np.ones(x.shape[1], dtype=np.int64), cluster=cluster,
-        cluster_labels=np.arange(1, K + 1), status=status,
-        rng=np.random.default_rng(seed), cluster_role=role,
-    )
+    return helpers.make_problem(y, x, cluster, ry, vtype, seed=seed, cluster_role=role)
 
 
 def ols(X, y):

@@ -12,33 +12,22 @@ import pandas as pd
 import pytest
 
 import mlmi
+from helpers import quiet, shared_csv
 from mlmi.exceptions import ImputationWarning, InputError
 from mlmi.methods import Problem, get_method
 from mlmi.methods._multinom import augment_multinom, fit_multinom
 from mlmi.mice.columns import not_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def _shared(name: str) -> pd.DataFrame:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return pd.read_csv(path)
-
-
-def _quiet(func, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ImputationWarning)
-        return func(*args, **kwargs)
 
 
 # ------------------------------------------------------------------ real data
 def test_brandsma_school_variables_constant_within_school():
-    data = _shared("mice_brandsma.csv")
+    data = shared_csv("mice_brandsma.csv")
     # den (codes 1-4) is inferred nominal (issue 11: it was a count imputed 0-9)
-    imp = _quiet(mlmi.impute, data, "sch", m=2, maxit=2, seed=4)
+    imp = quiet(mlmi.impute, data, "sch", m=2, maxit=2, seed=4)
     assert imp.types["den"] == "nominal"
     assert imp.study_level == ["den", "ssi"]
     assert imp.methods["den"] == "2lonly.polyreg" and imp.methods["ssi"] == "2lonly.norm"
@@ -59,7 +48,7 @@ def test_brandsma_school_variables_constant_within_school():
 
 
 def test_brandsma_level1_method_on_school_variable_warns():
-    data = _shared("mice_brandsma.csv")
+    data = shared_csv("mice_brandsma.csv")
     plan = mlmi.mice.make_plan(data, "sch", method={"ssi": "2l.norm"},
                                types={"den": "categorical"})
     assert any("'ssi' is constant within every study" in w for w in plan.warnings)
@@ -71,8 +60,8 @@ def test_brandsma_level1_method_on_school_variable_warns():
 
 
 def test_obesity_bmi_is_weight_over_height_squared():
-    data = _shared("micemd_Obesity.csv")
-    imp = _quiet(mlmi.impute, data, "Cluster", m=3, maxit=3, seed=2,
+    data = shared_csv("micemd_Obesity.csv")
+    imp = quiet(mlmi.impute, data, "Cluster", m=3, maxit=3, seed=2,
                  derived={"BMI": "Weight / Height ** 2"})
     assert imp.methods["BMI"] == "~Weight / Height ** 2"
     pm = imp.predictor_matrix
@@ -110,7 +99,7 @@ def _with_junk(n_studies=8, per=100, seed=0) -> pd.DataFrame:
 
 def test_identifier_date_and_row_name_columns_left_out():
     data = _with_junk()
-    imp = _quiet(mlmi.impute, data, "st", m=2, maxit=2, seed=1)
+    imp = quiet(mlmi.impute, data, "st", m=2, maxit=2, seed=1)
     ex = imp.excluded
     assert set(ex) == {"Unnamed: 0", "patient", "visit", "when"}
     assert ex["Unnamed: 0"].startswith("row-name") and ex["patient"].startswith("identifier")
@@ -128,7 +117,7 @@ def test_identifier_date_and_row_name_columns_left_out():
 def test_exclude_and_types_override():
     data = _with_junk()
     data["noise"] = np.random.default_rng(3).normal(size=len(data))
-    imp = _quiet(mlmi.impute, data, "st", m=1, maxit=1, seed=1, exclude=["noise"],
+    imp = quiet(mlmi.impute, data, "st", m=1, maxit=1, seed=1, exclude=["noise"],
                  types={"Unnamed: 0": "continuous"})
     assert imp.excluded["noise"] == "exclude=" and "Unnamed: 0" not in imp.excluded
     assert "Unnamed: 0" in imp.predictor_matrix.columns
@@ -314,7 +303,7 @@ def test_code_3_adds_current_study_means(monkeypatch):
         return type(info)(info.name, info.types, info.multilevel, func, info.description,
                           info.level)
     monkeypatch.setattr(sampler, "get_method", spy)
-    _quiet(mlmi.impute, d, "st", m=1, maxit=2, seed=3, predictor_matrix=pm)
+    quiet(mlmi.impute, d, "st", m=1, maxit=2, seed=3, predictor_matrix=pm)
     calls = [c for c in seen if c[0] == "y"]
     assert calls and all(names == ["x", "mean(x)"] for _, names, _, _ in calls)
     for _, _, xx, cl in calls:  # the mean column is the study mean of the current x
@@ -335,7 +324,7 @@ def test_derived_new_column_chain_and_observed_kept():
     d["bmi"] = d["w"] / (d["h"] / 100) ** 2
     d.loc[5, "bmi"] = 33.0  # observed though w is (say) missing there
     d.loc[5, "w"] = np.nan
-    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1,
+    imp = quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1,
                  derived={"bmi": "w / (h / 100) ** 2", "tx": "treat * bmi",
                           "logw": "log(w)"})
     for i in (1, 2):
@@ -383,14 +372,14 @@ def _arms(seed=0, K=8, per=60):
 
 def test_by_group_imputes_each_arm_separately():
     d = _arms()
-    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
+    imp = quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
     assert imp.excluded["treat"].startswith("by=")
     assert set(imp.diagnostics["group"]) == {0, 1}
     text = repr(imp)
     assert "within the 2 levels of 'treat'" in text and "treat (by=)" in text
     assert imp.complete(1)["x"].notna().all()
     # reproducible, and a different seed gives different draws
-    again = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
+    again = quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
     np.testing.assert_array_equal(again.imputations["x"], imp.imputations["x"])
     # the arms' slopes of x on y differ (1 vs 2): the imputations keep that
     done = imp.complete(1)
@@ -414,7 +403,7 @@ def test_by_group_few_participants_named_and_errors():
     one = _arms()
     one.loc[one.treat == 1, "st"] = 0  # arm 1 in a single study
     with pytest.raises(mlmi.exceptions.MLMIError, match=r"by='treat', group 1"):
-        _quiet(mlmi.impute, one, "st", m=1, maxit=1, by="treat")
+        quiet(mlmi.impute, one, "st", m=1, maxit=1, by="treat")
 
 
 # ------------------------------------------------------------------ command line
@@ -454,7 +443,7 @@ def test_categorical_study_level_end_to_end_and_plot():
     d.loc[d["st"] < 8, "setting"] = np.nan
     d.loc[d["st"].isin([9, 10]), "flag"] = np.nan
     d.loc[rng.random(len(d)) < 0.2, "x"] = np.nan
-    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=3)
+    imp = quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=3)
     assert imp.methods["setting"] == "2lonly.polyreg" and imp.methods["flag"] == "2lonly.bin"
     for i in (1, 2):
         done = imp.complete(i)
@@ -495,9 +484,9 @@ def test_code_3_keeps_a_contextual_effect():
     est1, est3 = [], []
     for seed in range(8):
         d = gen(seed)
-        est1.append(_quiet(mlmi.impute, d, "st", m=5, maxit=1, seed=1).analyze(
+        est1.append(quiet(mlmi.impute, d, "st", m=5, maxit=1, seed=1).analyze(
             contextual).pool().loc["b2", "estimate"])
-        est3.append(_quiet(mlmi.impute, d, "st", m=5, maxit=1, seed=1, predictor_matrix=pm3
+        est3.append(quiet(mlmi.impute, d, "st", m=5, maxit=1, seed=1, predictor_matrix=pm3
                            ).analyze(contextual).pool().loc["b2", "estimate"])
     assert abs(np.mean(est3) - 1.5) < 0.15
     assert np.mean(est1) < 1.1
@@ -513,7 +502,7 @@ def test_arguments_naming_an_excluded_column():
 
 def test_by_group_trace_is_the_whole_datas():
     d = _arms()
-    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
+    imp = quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=1, by="treat")
     last = imp.chains[imp.chains["iteration"] == 2].set_index("chain")
     vals = imp.imputations["x"]  # the final iteration's values, m x n_missing
     np.testing.assert_allclose(last.loc[[1, 2], "mean"], vals.mean(axis=1), rtol=1e-12)
@@ -525,7 +514,7 @@ def test_by_group_study_level_value_observed_in_another_arm_wins():
     d["size"] = 100.0 + 10 * d["st"]
     d.loc[d["st"] < 3, "size"] = np.nan  # unknown in studies 0-2
     d.loc[(d["st"] == 4) & (d["treat"] == 1), "size"] = np.nan  # known from arm 0 only
-    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=1, seed=2, by="treat")
+    imp = quiet(mlmi.impute, d, "st", m=2, maxit=1, seed=2, by="treat")
     assert imp.study_level == ["size"]
     for i in (1, 2):
         done = imp.complete(i)

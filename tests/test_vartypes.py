@@ -5,32 +5,17 @@ variables (skipped without ../shared)."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import mlmi
+from helpers import quiet, shared_csv
 from mlmi import vartypes
 from mlmi.exceptions import ImputationWarning, InputError
 from mlmi.methods import STRATEGIES, STUDY_LEVEL
 from mlmi.mice.setup import make_plan
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _shared(name: str) -> pd.DataFrame:
-    path = DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return pd.read_csv(path)
-
-
-def _quiet(func, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ImputationWarning)
-        return func(*args, **kwargs)
 
 
 def _infer(values, **kw) -> vartypes.Inference:
@@ -141,9 +126,9 @@ def test_method_sets_the_type_and_no_rounding():
     visits = pd.Series(rng.poisson(2.0, len(d)), dtype="Int64")  # nullable integers
     visits[rng.random(len(d)) < 0.2] = pd.NA
     d["visits"] = visits
-    plan = _quiet(make_plan, d, "st")
+    plan = quiet(make_plan, d, "st")
     assert plan.variables["visits"].vtype == "count"
-    imp = _quiet(mlmi.impute, d, "st", m=1, maxit=1, seed=2, method={"visits": "2l.norm"})
+    imp = quiet(mlmi.impute, d, "st", m=1, maxit=1, seed=2, method={"visits": "2l.norm"})
     assert imp.types["visits"] == "continuous"
     assert "set by method '2l.norm'" in imp.summary().loc["visits", "type_reason"]
     done = imp.complete(1)["visits"]
@@ -151,7 +136,7 @@ def test_method_sets_the_type_and_no_rounding():
     assert np.any(imputed != np.round(imputed))  # not rounded as a count
     # types= wins over the method (2l.norm then imputes a count: rounded) and must
     # agree with it
-    plan = _quiet(make_plan, d, "st", types={"visits": "count"}, method={"visits": "2l.norm"})
+    plan = quiet(make_plan, d, "st", types={"visits": "count"}, method={"visits": "2l.norm"})
     assert plan.variables["visits"].vtype == "count"
     with pytest.raises(InputError, match="method 'norm' imputes continuous variables, but "
                                          "'visits' is count"):
@@ -243,7 +228,7 @@ def test_real_data_types():
     study-level, rpg (0/1/2) a warned count, apr (1-20) a warned continuous score;
     CHEM97Na Age in months continuous (was a count imputed 162-277), IPDNa's integer
     measurements continuous without warnings."""
-    brandsma = _shared("mice_brandsma.csv")
+    brandsma = shared_csv("mice_brandsma.csv")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = make_plan(brandsma, "sch")
@@ -255,11 +240,11 @@ def test_real_data_types():
     for var in ("'den'", "'rpg'", "'apr'"):
         assert var in warned
     del caught
-    chem = _shared("micemd_CHEM97Na.csv")
-    plan = _quiet(make_plan, chem, "School")
+    chem = shared_csv("micemd_CHEM97Na.csv")
+    plan = quiet(make_plan, chem, "School")
     assert plan.variables["Age"].vtype == "continuous" and plan.methods["Age"] == "2l.norm"
     assert any("'Age'" in w and "types={'Age': 'count'}" in w for w in plan.warnings)
-    ipd = _shared("micemd_IPDNa.csv")
+    ipd = shared_csv("micemd_IPDNa.csv")
     plan = make_plan(ipd, "centre")
     assert {v: s.vtype for v, s in plan.variables.items() if s.vtype != "continuous"} == {
         "gender": "binary", "afib": "binary"}
@@ -270,8 +255,8 @@ def test_chem97_age_imputed_as_continuous_in_range_of_a_normal_model():
     """CHEM97Na: Age (months 216-227, SD 3.4) is not a count by default: imputed by
     2l.norm, whose draws have an SD near the observed one (the Poisson model drew
     162-277, SD 14.8)."""
-    chem = _shared("micemd_CHEM97Na.csv")
-    imp = _quiet(mlmi.impute, chem, "School", m=2, maxit=3, seed=11)
+    chem = shared_csv("micemd_CHEM97Na.csv")
+    imp = quiet(mlmi.impute, chem, "School", m=2, maxit=3, seed=11)
     assert imp.types["Age"] == "continuous" and imp.methods["Age"] == "2l.norm"
     draws = imp.imputations["Age"]
     obs = chem["Age"].dropna()
@@ -296,7 +281,7 @@ def test_observed_vs_imputed_shows_category_shares_per_study():
     d.loc[rng.random(len(d)) < 0.15, "grade"] = np.nan
     d.loc[rng.random(len(d)) < 0.15, "colour"] = np.nan
     d.loc[d["st"] == 2, "colour"] = np.nan  # systematically missing in study 2
-    imp = _quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=4,
+    imp = quiet(mlmi.impute, d, "st", m=2, maxit=2, seed=4,
                  method={"grade": "polr", "colour": "polyreg", "age": "pmm"})
     assert imp.types["grade"] == "ordinal" and imp.types["colour"] == "nominal"
     done = imp.complete(1)
@@ -329,8 +314,8 @@ def test_ipdna_bnp_by_2l_pmm_positive_and_observed_values():
 
     if "2l.pmm" not in available_methods():
         pytest.skip("2l.pmm not available")
-    ipd = _shared("micemd_IPDNa.csv")
-    imp = _quiet(mlmi.impute, ipd, "centre", m=2, maxit=2, seed=7,
+    ipd = shared_csv("micemd_IPDNa.csv")
+    imp = quiet(mlmi.impute, ipd, "centre", m=2, maxit=2, seed=7,
                  method={"bnp": "2l.pmm"})
     assert imp.methods["bnp"] == "2l.pmm" and imp.types["bnp"] == "continuous"
     draws = imp.imputations["bnp"]

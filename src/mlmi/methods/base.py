@@ -17,6 +17,18 @@ import numpy as np
 #: status of a study for one incomplete variable
 COMPLETE, SPORADIC, SYSTEMATIC = 0, 1, 2
 
+
+def study_status(observed: np.ndarray, cluster: np.ndarray, k: int) -> np.ndarray:
+    """Per study 0..k-1, the status of one variable: COMPLETE (observed in every row),
+    SPORADIC (in some) or SYSTEMATIC (in none); ``observed`` flags the rows that observe
+    it, ``cluster`` the study code of each row."""
+    n_obs = np.bincount(cluster[observed], minlength=k)
+    size = np.bincount(cluster, minlength=k)
+    status = np.full(k, COMPLETE, dtype=np.int64)
+    status[n_obs < size] = SPORADIC
+    status[n_obs == 0] = SYSTEMATIC
+    return status
+
 #: mlmi.impute's default draw of Psi* (psi_draw=); the evidence: docs/results/psi-draw.md
 DEFAULT_PSI_DRAW = "auto"
 

@@ -26,8 +26,6 @@ import pandas as pd
 from .. import vartypes
 from ..exceptions import InputError, ModelError
 from ..methods import (
-    COMPLETE,
-    SPORADIC,
     STRATEGIES,
     STUDY_LEVEL,
     SYSTEMATIC,
@@ -35,7 +33,7 @@ from ..methods import (
     get_method,
 )
 from ..methods._multilevel import PSI_DRAWS
-from ..methods.base import DEFAULT_PSI_DRAW
+from ..methods.base import DEFAULT_PSI_DRAW, study_status
 from .columns import MANY_LEVELS, Expression, not_data, study_level_violations
 
 MAX_COUNT_LEVELS = vartypes.MAX_COUNT_LEVELS
@@ -435,13 +433,7 @@ def make_plan(
 
     missing = {v: data[v].isna().to_numpy() for v in [*incomplete, *derived_exprs,
                                                        *constants]}
-    status = {}
-    for v in missing:
-        n_obs = np.bincount(codes[~missing[v]], minlength=labels.size)
-        st = np.full(labels.size, COMPLETE, dtype=np.int64)
-        st[(n_obs > 0) & (n_obs < sizes)] = SPORADIC
-        st[n_obs == 0] = SYSTEMATIC
-        status[v] = st
+    status = {v: study_status(~missing[v], codes, labels.size) for v in missing}
     samplers = _per_variable("sampler", sampler, sampler_default, methods, columns, cluster)
     psi_draws = _per_variable("psi_draw", psi_draw, psi_default, methods, columns, cluster)
     bounds = _limits(limits, variables, data, methods, columns, cluster)
