@@ -18,7 +18,12 @@ from mlmi.glm import fit_glm, irls
 from mlmi.glmm import fit_arrays, fit_glmm, get_family
 from mlmi.glmm._linalg import theta_to_lambda
 from mlmi.glmm.families import negbin, ordinal
-from mlmi.glmm.families.kernels import row_extra_grad, row_fourth, row_moments
+from mlmi.glmm.families.kernels import (
+    row_extra_grad,
+    row_fourth,
+    row_moments,
+    row_moments_cached,
+)
 from mlmi.glmm.laplace import laplace_objective
 from mlmi.posterior import draw_many
 
@@ -103,7 +108,9 @@ def test_row_extra_gradient(name, y, extra, eta):
     fam = get_family(name)
     idx = np.zeros(2, dtype=np.int64)
     dl, dg1, dg2 = np.empty(2), np.empty(2), np.empty(2)
-    n = row_extra_grad(fam.code, y, eta, kernel_at(name, extra), idx, dl, dg1, dg2)
+    at = kernel_at(name, extra)
+    *_, c0, c1 = row_moments_cached(fam.code, y, eta, at)  # as the Newton pass keeps them
+    n = row_extra_grad(fam.code, y, eta, at, c0, c1, idx, dl, dg1, dg2)
     touched = set(idx[:n].tolist())
     for t in range(extra.size):
         h = 1e-6 * max(1.0, abs(extra[t]))

@@ -50,7 +50,7 @@ from ._linalg import (
     chol_solve,
     newton_update,
 )
-from .families.kernels import row_extra_grad_cached, row_moments, row_moments_cached
+from .families.kernels import row_extra_grad, row_moments, row_moments_cached
 
 
 @njit(cache=True, error_model="numpy")
@@ -279,8 +279,8 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_
                 eta = xb[j]
                 for r in range(q):
                     eta += Z[j, r] * ui[r]
-                ncomp = row_extra_grad_cached(fam, y[j], eta, extra, cache[j, 0],
-                                              cache[j, 1], eidx, edl, edg1, edg2)
+                ncomp = row_extra_grad(fam, y[j], eta, extra, cache[j, 0], cache[j, 1],
+                                       eidx, edl, edg1, edg2)
                 for m in range(ncomp):
                     t = eidx[m]
                     grad_extra[t] += wj * (0.5 * edg2[m] * h - edl[m])

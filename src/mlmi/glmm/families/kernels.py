@@ -45,21 +45,9 @@ def row_fourth(fam, y, eta, g2, g3, extra):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def row_extra_grad(fam, y, eta, extra, idx, dl, dg1, dg2):
-    """Partial derivatives of one row's log p, g1 and g2 with respect to the family
-    parameters it involves (natural scale): their indices into ``extra`` go to ``idx``;
-    returns how many (0 for families without parameters)."""
-    if fam == negbin.CODE:
-        return negbin.extra_grad(y, eta, extra, idx, dl, dg1, dg2)
-    if fam == ordinal.CODE:
-        return ordinal.extra_grad(y, eta, extra, idx, dl, dg1, dg2)
-    return 0
-
-
-@njit(cache=True, inline="always", error_model="numpy")
 def row_moments_cached(fam, y, eta, extra):
     """:func:`row_moments` and two intermediate values (c0, c1) from which the family's
-    ``extra_grad_cached`` finishes its parameter derivatives at the same eta without a
+    ``extra_grad`` finishes its parameter derivatives at the same eta without a
     transcendental function (0, 0 for families without parameters)."""
     if fam == negbin.CODE:
         return negbin.moments_cached(y, eta, extra)
@@ -70,10 +58,13 @@ def row_moments_cached(fam, y, eta, extra):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def row_extra_grad_cached(fam, y, eta, extra, c0, c1, idx, dl, dg1, dg2):
-    """:func:`row_extra_grad` from the (c0, c1) of :func:`row_moments_cached` at eta."""
+def row_extra_grad(fam, y, eta, extra, c0, c1, idx, dl, dg1, dg2):
+    """Partial derivatives of one row's log p, g1 and g2 with respect to the family
+    parameters it involves (natural scale), from the (c0, c1) that
+    :func:`row_moments_cached` returned at the same eta: their indices into ``extra`` go
+    to ``idx``; returns how many (0 for families without parameters)."""
     if fam == negbin.CODE:
-        return negbin.extra_grad_cached(y, eta, extra, c0, c1, idx, dl, dg1, dg2)
+        return negbin.extra_grad(y, eta, extra, c0, c1, idx, dl, dg1, dg2)
     if fam == ordinal.CODE:
-        return ordinal.extra_grad_cached(y, eta, extra, c0, c1, idx, dl, dg1, dg2)
+        return ordinal.extra_grad(y, eta, extra, c0, c1, idx, dl, dg1, dg2)
     return 0

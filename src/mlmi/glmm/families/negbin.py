@@ -25,18 +25,18 @@ NEGLIGIBLE_OVERDISPERSION = 0.01
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _logs(eta, log_theta):
-    """(eta - log(mu + theta), log theta - log(mu + theta), p, 1 - p) with p = mu / (mu +
-    theta), each without cancellation (theta may be 1e4 times the mean at the Poisson
-    edge), from one exp and one log1p."""
-    # theta / mu if eta > log theta, else mu / theta: at most 1
+def _ratio(eta, log_theta):
+    """r = theta / mu if eta > log theta, else mu / theta (at most 1), and log1p(r): the
+    one exp and one log of a row, from which :func:`_logs` builds the rest."""
     r = np.exp(log_theta - eta) if eta > log_theta else np.exp(eta - log_theta)
-    return _logs_r(eta, log_theta, r, np.log1p(r))
+    return r, np.log1p(r)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _logs_r(eta, log_theta, r, l1):
-    """:func:`_logs` given its r and l1 = log1p(r)."""
+def _logs(eta, log_theta, r, l1):
+    """(eta - log(mu + theta), log theta - log(mu + theta), p, 1 - p) with p = mu / (mu +
+    theta), each without cancellation (theta may be 1e4 times the mean at the Poisson
+    edge), from r and l1 of :func:`_ratio`."""
     inv = 1.0 / (1.0 + r)
     if eta > log_theta:
         return -l1, (log_theta - eta) - l1, inv, r * inv
@@ -72,13 +72,11 @@ def moments(y, eta, extra):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def moments_cached(y, eta, extra):
-    """:func:`moments` and r, log1p(r) of :func:`_logs`, which :func:`extra_grad_cached`
+    """:func:`moments` and r, log1p(r) of :func:`_ratio`, which :func:`extra_grad`
     reuses at the same eta."""
     theta = extra[0]
-    lt = extra[1]
-    r = np.exp(lt - eta) if eta > lt else np.exp(eta - lt)
-    l1 = np.log1p(r)
-    eta_lmt, lt_lmt, p, _ = _logs_r(eta, lt, r, l1)
+    r, l1 = _ratio(eta, extra[1])
+    eta_lmt, lt_lmt, p, _ = _logs(eta, extra[1], r, l1)
     ll = y * eta_lmt + theta * lt_lmt + _lgamma_ratio(y, theta, extra)
     s = p * (1.0 - p)
     g2 = (y + theta) * s
@@ -109,24 +107,17 @@ def digamma(x):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
-    """d log p, d g1, d g2 with respect to theta (natural scale), one entry:
+def extra_grad(y, eta, extra, r, l1, idx, dl, dg1, dg2):
+    """d log p, d g1, d g2 with respect to theta (natural scale), one entry, from r and
+    log1p(r) as :func:`moments_cached` returned them at the same eta (no exp or log
+    recomputed):
 
         d log p = log theta + 1 - log(mu + theta) - (y + theta) / (mu + theta)
                   + psi(y + theta) - psi(theta),
         d g1 = -p + (y + theta) s / theta,   d g2 = s - (y + theta)(1 - 2p) s / theta,
     with p = mu / (mu + theta), s = p (1 - p)."""
-    lt = extra[1]
-    r = np.exp(lt - eta) if eta > lt else np.exp(eta - lt)
-    return extra_grad_cached(y, eta, extra, r, np.log1p(r), idx, dl, dg1, dg2)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def extra_grad_cached(y, eta, extra, r, l1, idx, dl, dg1, dg2):
-    """:func:`extra_grad` from r and log1p(r) as :func:`moments_cached` returned them
-    at the same eta (the same numbers, no exp or log recomputed)."""
     theta = extra[0]
-    _, lt_lmt, p, q = _logs_r(eta, extra[1], r, l1)
+    _, lt_lmt, p, q = _logs(eta, extra[1], r, l1)
     s = p * q
     # psi(y + theta) - psi(theta) = sum_{i<y} 1 / (theta + i) for an integer count
     if y < SMALL:

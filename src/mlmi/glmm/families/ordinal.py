@@ -32,14 +32,9 @@ MAX_CATEGORIES = 30
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _cdf_terms(x):
-    """F(x), 1 - F(x) and F', F'', F''', F'''' at x (logistic), without cancellation."""
-    return _cdf_terms_ex(x, np.exp(-abs(x)))
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _cdf_terms_ex(x, ex):
-    """_cdf_terms given ex = exp(-|x|) (its one transcendental function)."""
+def _cdf_terms(x, ex):
+    """F(x), 1 - F(x) and F', F'', F''', F'''' at x (logistic), without cancellation,
+    given ex = exp(-|x|) (their one transcendental function)."""
     inv = 1.0 / (1.0 + ex)
     if x >= 0.0:
         F = inv
@@ -64,7 +59,7 @@ def _row(y, eta, extra):
 @njit(cache=True, inline="always", error_model="numpy")
 def _row_ex(y, eta, extra):
     """_row and exp(-|a|), exp(-|c|) at its two boundary points (0 where absent), which
-    :func:`extra_grad_cached` reuses."""
+    :func:`extra_grad` reuses."""
     k = int(y)
     K1 = extra.shape[0]
     has_upper = k < K1
@@ -79,11 +74,11 @@ def _row_ex(y, eta, extra):
     if has_upper:
         x = extra[k] - eta
         ex_a = np.exp(-abs(x))
-        Fa, Ga, fa, f1a, f2a, f3a = _cdf_terms_ex(x, ex_a)
+        Fa, Ga, fa, f1a, f2a, f3a = _cdf_terms(x, ex_a)
     if has_lower:
         x = extra[k - 1] - eta
         ex_c = np.exp(-abs(x))
-        Fc, Gc, fc, f1c, f2c, f3c = _cdf_terms_ex(x, ex_c)
+        Fc, Gc, fc, f1c, f2c, f3c = _cdf_terms(x, ex_c)
     # D = F(a) - F(c) = (1 - F(c)) - (1 - F(a)): take the form without cancellation
     D = Fa - Fc if Fa < 0.5 else Gc - Ga
     if not D > 0.0:
@@ -101,7 +96,7 @@ def moments(y, eta, extra):
 
 @njit(cache=True, inline="always", error_model="numpy")
 def moments_cached(y, eta, extra):
-    """:func:`moments` and the two values :func:`extra_grad_cached` needs at this eta."""
+    """:func:`moments` and the two values :func:`extra_grad` needs at this eta."""
     ll, r1, r2, r3, _, ex_a, ex_c = _row_ex(y, eta, extra)
     return ll, -r1, r1 * r1 - r2, 2.0 * r1 * r1 * r1 - 3.0 * r1 * r2 + r3, ex_a, ex_c
 
@@ -113,32 +108,24 @@ def fourth(y, eta, g2, g3, extra):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def extra_grad(y, eta, extra, idx, dl, dg1, dg2):
+def extra_grad(y, eta, extra, ex_a, ex_c, idx, dl, dg1, dg2):
     """Partial derivatives of log p, g1 and g2 of one row with respect to the thresholds
-    it involves (theta_k above, theta_{k-1} below, for y = k); their indices go to
-    ``idx``. With x the boundary point (a or c), s = +1 for a and -1 for c:
+    it involves (theta_k above, theta_{k-1} below, for y = k), from exp(-|a|), exp(-|c|)
+    as :func:`moments_cached` returned them at the same eta (no exponential
+    recomputed); their indices go to ``idx``. With x the boundary point (a or c), s = +1
+    for a and -1 for c:
 
         d log p = s f(x) / D,   d g1 = s (r1 f(x) - f'(x)) / D,
         d g2 = s (2 r1 (f'(x) - r1 f(x)) - (f''(x) - r2 f(x))) / D.
     Returns the number of entries filled (0, 1 or 2)."""
     k = int(y)
-    ex_a = np.exp(-abs(extra[k] - eta)) if k < extra.shape[0] else 0.0
-    ex_c = np.exp(-abs(extra[k - 1] - eta)) if k > 0 else 0.0
-    return extra_grad_cached(y, eta, extra, ex_a, ex_c, idx, dl, dg1, dg2)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def extra_grad_cached(y, eta, extra, ex_a, ex_c, idx, dl, dg1, dg2):
-    """:func:`extra_grad` from exp(-|a|), exp(-|c|) as :func:`moments_cached` returned
-    them at the same eta (no exponential recomputed: the same numbers)."""
-    k = int(y)
     K1 = extra.shape[0]
     Fa, Ga, fa, f1a, f2a = 1.0, 0.0, 0.0, 0.0, 0.0
     Fc, Gc, fc, f1c, f2c = 0.0, 1.0, 0.0, 0.0, 0.0
     if k < K1:
-        Fa, Ga, fa, f1a, f2a, _ = _cdf_terms_ex(extra[k] - eta, ex_a)
+        Fa, Ga, fa, f1a, f2a, _ = _cdf_terms(extra[k] - eta, ex_a)
     if k > 0:
-        Fc, Gc, fc, f1c, f2c, _ = _cdf_terms_ex(extra[k - 1] - eta, ex_c)
+        Fc, Gc, fc, f1c, f2c, _ = _cdf_terms(extra[k - 1] - eta, ex_c)
     D = Fa - Fc if Fa < 0.5 else Gc - Ga
     if not D > 0.0:
         return 0
