@@ -139,11 +139,13 @@ def _factorize(groups, group_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Labels in factor-level order and integer codes; a missing label is an error."""
     import pandas as pd
 
-    if not isinstance(getattr(groups, "dtype", None), pd.CategoricalDtype):
+    if not isinstance(groups, pd.Series):
         groups = np.asarray(groups)
-        if groups.dtype.kind in "iu":  # integer labels (the imputation loop's study codes)
-            labels, codes = np.unique(groups, return_inverse=True)
-            return labels, codes.astype(np.int64)
+    dtype = groups.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        # integer labels (the imputation loop's study codes)
+        labels, codes = np.unique(np.asarray(groups), return_inverse=True)
+        return labels, codes.astype(np.int64)
     s = groups if isinstance(groups, pd.Series) else pd.Series(groups)
     if s.isna().any():
         raise InputError(
@@ -154,8 +156,17 @@ def _factorize(groups, group_name: str) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(s.dtype, pd.CategoricalDtype):  # the categories' order, as R's levels
         s = s.cat.remove_unused_categories()
         return np.asarray(s.cat.categories), s.cat.codes.to_numpy().astype(np.int64)
-    codes, labels = pd.factorize(s, sort=True)
-    return np.asarray(labels), codes.astype(np.int64)
+    # hash first, then sort the few distinct labels: pd.factorize(sort=True) sorts every
+    # row's label (0.5 of a 2 ms formula front end on 3000 string labels)
+    codes, labels = pd.factorize(s, sort=False)
+    try:
+        order = labels.argsort()
+    except TypeError:  # labels of mixed types: pandas' own safe sort
+        codes, labels = pd.factorize(s, sort=True)
+        return np.asarray(labels), codes.astype(np.int64)
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    return np.asarray(labels[order]), rank[codes]
 
 
 def check_finite(A: np.ndarray, names: list[str], what: str) -> None:

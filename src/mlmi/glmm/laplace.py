@@ -240,52 +240,18 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_
         if not want_grad:
             continue
         chol_inverse(H, Hinv)
-        # one arithmetic pass: the sums that the gradient formula needs
-        cvec[:] = 0.0
-        x_rho_e[:] = 0.0
-        XDZ[:, :] = 0.0
-        w_rho_e[:] = 0.0
-        WDZ[:, :] = 0.0
-        We[:] = 0.0
-        GZ[:, :] = 0.0
-        for j in range(a, b):
-            h = 0.0
-            for r in range(q):
-                zr = Z[j, r]
-                acc = 0.0
-                for c in range(q):
-                    acc += Hinv[r, c] * Z[j, c]
-                h += zr * acc
-            wj = wt[j]
-            rho = 0.5 * wj * dd[j] * h
-            e = wj * g1[j]
-            re = rho - e
-            dj = wj * d[j]
-            for r in range(q):
-                cvec[r] += rho * Z[j, r]
-            for m in range(p):
-                x_rho_e[m] += X[j, m] * re
-                xd = X[j, m] * dj
-                for c in range(q):
-                    XDZ[m, c] += xd * Z[j, c]
-            for r in range(q):
-                wr = W[j, r]
-                w_rho_e[r] += wr * re
-                We[r] += wr * e
-                wd = wr * dj
-                for c in range(q):
-                    WDZ[r, c] += wd * Z[j, c]
-            if ne:
-                eta = xb[j]
-                for r in range(q):
-                    eta += Z[j, r] * ui[r]
-                ncomp = row_extra_grad(fam, y[j], eta, extra, cache[j, 0], cache[j, 1],
-                                       eidx, edl, edg1, edg2)
-                for m in range(ncomp):
-                    t = eidx[m]
-                    grad_extra[t] += wj * (0.5 * edg2[m] * h - edl[m])
-                    for r in range(q):
-                        GZ[t, r] += wj * edg1[m] * Z[j, r]
+        # one arithmetic pass: the sums that the gradient formula needs, with q a
+        # compile-time constant for q <= 3 (a tuple's length; see _gradient_sums)
+        args = (fam, y, wt, xb, X, W, Z, a, b, ui, Hinv, g1, d, dd, extra, cache, cvec,
+                x_rho_e, XDZ, w_rho_e, WDZ, We, GZ, grad_extra, eidx, edl, edg1, edg2)
+        if q == 1:
+            _gradient_sums(*args, (0,))
+        elif q == 2:
+            _gradient_sums(*args, (0, 0))
+        elif q == 3:
+            _gradient_sums(*args, (0, 0, 0))
+        else:
+            _gradient_sums(*args, ui)
         for r in range(q):
             acc = 0.0
             for c in range(q):
@@ -322,6 +288,66 @@ def laplace_objective(beta, lam, y, wt, X, W, starts, fam, extra, u, grad, grad_
                     jac[i, l, t] = acc
                 t += 1
     return total, failed
+
+
+@njit(cache=True, error_model="numpy")
+def _gradient_sums(fam, y, wt, xb, X, W, Z, a, b, ui, Hinv, g1, d, dd, extra, cache, cvec,
+                   x_rho_e, XDZ, w_rho_e, WDZ, We, GZ, grad_extra, eidx, edl, edg1, edg2,
+                   shape_q):
+    """One cluster's pass over its rows for the gradient (see the module docstring):
+    cvec = sum rho z, x_rho_e = X'(rho - e), XDZ = X'DZ, w_rho_e = W'(rho - e), WDZ =
+    W'DZ, We = W'e, and the family parameters' sums (GZ, grad_extra). q = len(shape_q):
+    a tuple's length is a compile-time constant, so each q <= 3 gets its own compiled
+    copy with the loops over the random effects unrolled (about half the time of this
+    pass with loops of unknown length); an array (the modes u_i) for larger q."""
+    q = len(shape_q)
+    p = X.shape[1]
+    ne = GZ.shape[0]
+    cvec[:] = 0.0
+    x_rho_e[:] = 0.0
+    XDZ[:, :] = 0.0
+    w_rho_e[:] = 0.0
+    WDZ[:, :] = 0.0
+    We[:] = 0.0
+    GZ[:, :] = 0.0
+    for j in range(a, b):
+        h = 0.0
+        for r in range(q):
+            zr = Z[j, r]
+            acc = 0.0
+            for c in range(q):
+                acc += Hinv[r, c] * Z[j, c]
+            h += zr * acc
+        wj = wt[j]
+        rho = 0.5 * wj * dd[j] * h
+        e = wj * g1[j]
+        re = rho - e
+        dj = wj * d[j]
+        for r in range(q):
+            cvec[r] += rho * Z[j, r]
+        for m in range(p):
+            x_rho_e[m] += X[j, m] * re
+            xd = X[j, m] * dj
+            for c in range(q):
+                XDZ[m, c] += xd * Z[j, c]
+        for r in range(q):
+            wr = W[j, r]
+            w_rho_e[r] += wr * re
+            We[r] += wr * e
+            wd = wr * dj
+            for c in range(q):
+                WDZ[r, c] += wd * Z[j, c]
+        if ne:
+            eta = xb[j]
+            for r in range(q):
+                eta += Z[j, r] * ui[r]
+            ncomp = row_extra_grad(fam, y[j], eta, extra, cache[j, 0], cache[j, 1],
+                                   eidx, edl, edg1, edg2)
+            for m in range(ncomp):
+                t = eidx[m]
+                grad_extra[t] += wj * (0.5 * edg2[m] * h - edl[m])
+                for r in range(q):
+                    GZ[t, r] += wj * edg1[m] * Z[j, r]
 
 
 @njit(cache=True, error_model="numpy")

@@ -116,16 +116,17 @@ def _pairs(m):
 
 
 @njit(cache=True, error_model="numpy")
-def _cluster_pass(yc, wt, xb, W, a, b, bvec, eta, pi, pis, Eb, G, Gc, ww, qr, qc, mr, mc):
+def _cluster_pass(yc, wt, xb, W, a, b, bvec, eta, pi, pis, Eb, G, Gc, ww, qr, qc, mr, mc,
+                  shape_q):
     """One pass over rows a..b-1 at random effects ``bvec`` (b-space, length Q):
     returns -sum wt log p; fills Eb = sum wt e_j ⊗ w_j, G = sum wt A_j ⊗ w_j w_j' (full,
     symmetric) and each row's probabilities into ``pis``. G is accumulated compactly:
     Gc[(k, m), (r, s)] = sum wt A_j[k, m] w_r w_s over the lower-triangle pairs
     (qr, qc of q; mr, mc of M), 18 products a row for K = 4, q = 2."""
     M = xb.shape[1]
-    q = W.shape[1]
+    q = len(shape_q)
     Q = M * q
-    nq = qr.shape[0]
+    nq = q * (q + 1) // 2
     nM = mr.shape[0]
     for R in range(Q):
         Eb[R] = 0.0
@@ -217,8 +218,17 @@ def _newton_mode(yc, wt, xb, W, lam, a, b, u, H, G, pis, Eb):
             for c in range(R + 1):
                 acc += lam[R, c] * u[c]
             bvec[R] = acc
-        obj = _cluster_pass(yc, wt, xb, W, a, b, bvec, eta, pi, pis, Eb, G, Gc, ww, qr, qc,
-                            mr, mc)
+        # q as a compile-time constant for q <= 3 (a tuple's length): the compiler unrolls
+        # the loops over the random effects in the row pass
+        args = (yc, wt, xb, W, a, b, bvec, eta, pi, pis, Eb, G, Gc, ww, qr, qc, mr, mc)
+        if q == 1:
+            obj = _cluster_pass(*args, (0,))
+        elif q == 2:
+            obj = _cluster_pass(*args, (0, 0))
+        elif q == 3:
+            obj = _cluster_pass(*args, (0, 0, 0))
+        else:
+            obj = _cluster_pass(*args, W[0])  # W[0]: any array of length q
         for r in range(Q):
             obj += 0.5 * u[r] * u[r]
         if not obj <= objprev + 1e-12 * abs(objprev):
@@ -740,17 +750,19 @@ def single_level_fit(yc: np.ndarray, X: np.ndarray, wt: np.ndarray, M: int,
     if const.size:
         c0 = const[0]
         B[:, c0] = np.log(np.maximum(counts[1:], 0.5) / max(counts[0], 0.5)) / X[0, c0]
-    fam = FAMILY
 
     def nll(B):
+        """-loglik at B, and the probabilities of categories 1..M there (the next
+        Newton step's, so they are not computed twice)."""
         eta = np.hstack([np.zeros((n, 1)), X @ B.T])
         mx = eta.max(axis=1)
-        lse = mx + np.log(np.exp(eta - mx[:, None]).sum(axis=1))
-        return -float(wt @ (eta[np.arange(n), yc] - lse))
+        ex = np.exp(eta - mx[:, None])
+        total = ex.sum(axis=1)
+        lse = mx + np.log(total)
+        return -float(wt @ (eta[np.arange(n), yc] - lse)), (ex / total[:, None])[:, 1:]
 
-    f = nll(B)
+    f, pi = nll(B)
     for _ in range(iters):
-        pi = fam.probabilities(X @ B.T)[:, 1:]
         g = ((Y - pi) * wt[:, None]).T @ X  # M × p, gradient of the log-likelihood
         info = np.empty((M, p, M, p))
         for k in range(M):
@@ -767,14 +779,14 @@ def single_level_fit(yc: np.ndarray, X: np.ndarray, wt: np.ndarray, M: int,
         scale = 1.0
         while scale > 1e-4:
             Bn = B + scale * step
-            fn = nll(Bn)
+            fn, pin = nll(Bn)
             if np.isfinite(fn) and fn <= f:
                 break
             scale *= 0.5
         else:
             break
         done = f - fn < 1e-8 * max(1.0, abs(f))
-        B, f = Bn, fn
+        B, f, pi = Bn, fn, pin
         if done:
             break
     # a (quasi-)separated category runs off: a start that far out only slows the fit
