@@ -32,7 +32,7 @@ from .design import (
 from .families import Family, get_family
 from .laplace import laplace_details, laplace_objective
 from .lmm import cross_products, lmm_profiled
-from .optimize import SINGULAR_TOL, OptimResult, fit_with_boundary_checks
+from .optimize import SINGULAR_TOL, OptimResult, fit_with_boundary_checks, start_scale
 from .result import FitWarning, GLMMResult
 
 
@@ -285,12 +285,43 @@ def _fit_glmm_laplace(
         upper = np.concatenate([np.full(p + nth, np.inf), fam.extra_upper(y, wt)])
         par0[p + nth:] = np.minimum(par0[p + nth:], upper[p + nth:])
     hess0 = st.hessian if st.hessian is not None and st.hessian.shape[0] == par0.size else None
-    # the Newton finish only where the family asks for it (Family.newton_finish): the
-    # binomial and poisson fits stay bit-identical
+    # the Newton finish, and the preconditioned cold start before it, only where the
+    # family asks for it (Family.newton_finish): the binomial and poisson fits stay
+    # bit-identical
+    scale, n_scale = None, 0
+    if fam.newton_finish and hess0 is None:
+        scale, n_scale = _cold_scale(design, fam, par0, u, fun)
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
                                           hess0=hess0, normalize=normalize, upper=upper,
-                                          polish=fam.newton_finish)
+                                          polish=fam.newton_finish, scale=scale)
+    opt.n_eval += n_scale
     return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
+
+
+def _cold_scale(design: ClusterDesign, fam: Family, par0: np.ndarray, u: np.ndarray,
+                fun) -> tuple[np.ndarray, int]:
+    """The diagonal preconditioner of a cold fit (:func:`optimize.start_scale`) and the
+    objective evaluations it took: beta's information at the start from one
+    :func:`laplace_details` pass (which also leaves the start's modes in ``u`` for the
+    first evaluation), the family parameters' curvature by forward differences of the
+    gradient (one evaluation each, and one at the start)."""
+    p, q, k = design.p, design.q, design.k
+    nth = q * (q + 1) // 2
+    theta0, alpha0 = par0[p:p + nth], par0[p + nth:]
+    fisher = np.zeros((p, p))
+    laplace_details(par0[:p], theta_to_lambda(theta0, q), design.y, design.weights,
+                    design.X, design.W, design.starts, fam.code, fam.kernel_extra(alpha0),
+                    u, np.zeros((k, q, q)), fisher)
+    curvature = np.zeros(alpha0.size)
+    if alpha0.size:
+        g0 = fun(par0)[1]
+        for t in range(p + nth, par0.size):
+            h = 1e-4 * max(1.0, abs(par0[t]))
+            e = np.zeros(par0.size)
+            e[t] = h
+            curvature[t - p - nth] = (fun(par0 + e)[1][t] - g0[t]) / h
+    return start_scale(p, q, k, theta0, fisher, curvature), (1 + alpha0.size if alpha0.size
+                                                               else 0)
 
 
 def fit_agq(design: ClusterDesign, fam: Family, nagq: int, st: Start, vcov: str

@@ -64,7 +64,7 @@ from .._linalg import (
     theta_diagonal_index,
     theta_to_lambda,
 )
-from ..optimize import SINGULAR_TOL, fit_with_boundary_checks
+from ..optimize import SINGULAR_TOL, fit_with_boundary_checks, start_scale
 from ..result import FitWarning, GLMMResult
 from ._base import Family, check_codes
 
@@ -865,9 +865,16 @@ def fit_multinomial(fam: Multinomial, design, st, vcov: str, maxiter: int = 1000
     diag_index = M * p + theta_diagonal_index(Q)
     lower = np.full(npar, -np.inf)
     lower[diag_index] = 0.0
+    # the cold L-BFGS-B stage preconditioned (optimize.start_scale) by beta's information
+    # at the start (one laplace_details pass, which leaves the start's modes in u)
+    info0 = np.zeros((M * p, M * p))
+    laplace_details(np.ascontiguousarray(beta0.reshape(M, p)), theta_to_lambda(theta0, Q),
+                    yc, wt, X, W, starts, u, np.zeros((k, Q, Q)), info0,
+                    np.empty((design.y.shape[0], M)))
+    scale = start_scale(M * p, Q, k, theta0, info0, np.zeros(0))
     # the covariance below needs the Hessian: the fit finishes with Newton steps on it
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
-                                          normalize=normalize, polish=True)
+                                          normalize=normalize, polish=True, scale=scale)
 
     beta, theta = opt.par[:M * p].copy(), opt.par[M * p:].copy()
     B = np.ascontiguousarray(beta.reshape(M, p))
