@@ -269,6 +269,71 @@ def cluster_mode(yc, wt, xb, W, lam, a, b, u, H, G, pis, Eb):
 
 
 @njit(cache=True, error_model="numpy")
+def _gradient_rows(yc, wt, X, W, a, b, pis, Tc, ww, C, Cpi, akl, cb, Wre, We, Xre, XAWc, qr,
+                   qc, mr, mc, shape_q):
+    """One cluster's pass over its rows for the gradient of :func:`laplace_objective`
+    (cb, Wre, We, Xre and XAWc, from the probabilities ``pis`` at the mode and Tc);
+    q = len(shape_q), a compile-time constant when ``shape_q`` is a tuple (see
+    :func:`_cluster_pass`)."""
+    q = len(shape_q)
+    M = pis.shape[1]
+    p = X.shape[1]
+    nq = q * (q + 1) // 2
+    nM = mr.shape[0]
+    cb[:] = 0.0
+    Wre[:] = 0.0
+    We[:] = 0.0
+    Xre[:, :] = 0.0
+    XAWc[:, :, :] = 0.0
+    for j in range(a, b):
+        y = yc[j]
+        wj = wt[j]
+        for t2 in range(nq):
+            ww[t2] = W[j, qr[t2]] * W[j, qc[t2]]
+        for t in range(nM):
+            k1 = mr[t]
+            k2 = mc[t]
+            acc = 0.0
+            for t2 in range(nq):
+                acc += Tc[t, t2] * ww[t2]
+            C[k1, k2] = acc
+            C[k2, k1] = acc
+        trp = 0.0
+        pCp = 0.0
+        for k1 in range(M):
+            acc = 0.0
+            for k2 in range(M):
+                acc += C[k1, k2] * pis[j, k2]
+            Cpi[k1] = acc
+            trp += C[k1, k1] * pis[j, k1]
+            pCp += pis[j, k1] * acc
+        for k1 in range(M):
+            pk = pis[j, k1]
+            rho = 0.5 * wj * pk * (C[k1, k1] - trp - 2.0 * Cpi[k1] + 2.0 * pCp)
+            ek = wj * ((1.0 if y == k1 + 1 else 0.0) - pk)
+            re = rho - ek
+            for r in range(q):
+                wr = W[j, r]
+                R = k1 * q + r
+                cb[R] += rho * wr
+                Wre[R] += wr * re
+                We[R] += wr * ek
+            for m in range(p):
+                Xre[m, k1] += X[j, m] * re
+        # XAWc[(m, r), (k, l)] = sum wt x_m w_r A[k, l], l <= k (A is symmetric)
+        for t in range(nM):
+            k1 = mr[t]
+            k2 = mc[t]
+            akl[t] = wj * ((pis[j, k1] if k1 == k2 else 0.0) - pis[j, k1] * pis[j, k2])
+        for m in range(p):
+            xm = X[j, m]
+            for r in range(q):
+                xw = xm * W[j, r]
+                for t in range(nM):
+                    XAWc[m, r, t] += xw * akl[t]
+
+
+@njit(cache=True, error_model="numpy")
 def laplace_objective(beta, lam, yc, wt, X, W, starts, u, grad, want_grad, jac, dpar):
     """Laplace approximation of minus the log-likelihood of the baseline-category logit
     GLMM, and its exact gradient in (beta, theta) into ``grad`` if ``want_grad``.
@@ -376,57 +441,17 @@ def laplace_objective(beta, lam, yc, wt, X, W, starts, u, grad, want_grad, jac, 
                 if r != s2:
                     val += T[k1 * q + s2, k2 * q + r]
                 Tc[t, t2] = val
-        cb[:] = 0.0
-        Wre[:] = 0.0
-        We[:] = 0.0
-        Xre[:, :] = 0.0
-        XAWc[:, :, :] = 0.0
-        for j in range(a, b):
-            y = yc[j]
-            wj = wt[j]
-            for t2 in range(nq):
-                ww[t2] = W[j, qr[t2]] * W[j, qc[t2]]
-            for t in range(nM):
-                k1 = mr[t]
-                k2 = mc[t]
-                acc = 0.0
-                for t2 in range(nq):
-                    acc += Tc[t, t2] * ww[t2]
-                C[k1, k2] = acc
-                C[k2, k1] = acc
-            trp = 0.0
-            pCp = 0.0
-            for k1 in range(M):
-                acc = 0.0
-                for k2 in range(M):
-                    acc += C[k1, k2] * pis[j, k2]
-                Cpi[k1] = acc
-                trp += C[k1, k1] * pis[j, k1]
-                pCp += pis[j, k1] * acc
-            for k1 in range(M):
-                pk = pis[j, k1]
-                rho = 0.5 * wj * pk * (C[k1, k1] - trp - 2.0 * Cpi[k1] + 2.0 * pCp)
-                ek = wj * ((1.0 if y == k1 + 1 else 0.0) - pk)
-                re = rho - ek
-                for r in range(q):
-                    wr = W[j, r]
-                    R = k1 * q + r
-                    cb[R] += rho * wr
-                    Wre[R] += wr * re
-                    We[R] += wr * ek
-                for m in range(p):
-                    Xre[m, k1] += X[j, m] * re
-            # XAWc[(m, r), (k, l)] = sum wt x_m w_r A[k, l], l <= k (A is symmetric)
-            for t in range(nM):
-                k1 = mr[t]
-                k2 = mc[t]
-                akl[t] = wj * ((pis[j, k1] if k1 == k2 else 0.0) - pis[j, k1] * pis[j, k2])
-            for m in range(p):
-                xm = X[j, m]
-                for r in range(q):
-                    xw = xm * W[j, r]
-                    for t in range(nM):
-                        XAWc[m, r, t] += xw * akl[t]
+        # the row pass, with q a compile-time constant for q <= 3 (a tuple's length)
+        args = (yc, wt, X, W, a, b, pis, Tc, ww, C, Cpi, akl, cb, Wre, We, Xre, XAWc, qr, qc,
+                mr, mc)
+        if q == 1:
+            _gradient_rows(*args, (0,))
+        elif q == 2:
+            _gradient_rows(*args, (0, 0))
+        elif q == 3:
+            _gradient_rows(*args, (0, 0, 0))
+        else:
+            _gradient_rows(*args, W[0])  # W[0]: any array of length q
         for m in range(p):
             for r in range(q):
                 for t in range(nM):
