@@ -33,26 +33,26 @@ def machine() -> str:
             f"numpy {np.__version__}, {datetime.date.today().isoformat()}")
 
 
-def median_ms(fn: Callable[[], object], reps: int) -> float:
-    """Median wall time of ``reps`` calls, in milliseconds."""
+def _wall_ms(fn: Callable[[], object], reps: int) -> np.ndarray:
+    """Wall time of each of ``reps`` calls, in milliseconds."""
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * np.array(times)
+
+
+def median_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median wall time of ``reps`` calls, in milliseconds."""
+    return float(np.median(_wall_ms(fn, reps)))
 
 
 def best_ms(fn: Callable[[], object], reps: int) -> float:
     """Shortest wall time of ``reps`` calls, in milliseconds: on a virtual machine whose
     other tenants take the core now and then, the run that nothing interrupted (medians
     there vary by 20-40 % from minute to minute, the shortest time by a few %)."""
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.min(times))
+    return float(np.min(_wall_ms(fn, reps)))
 
 
 def median_cpu_ms(fn: Callable[[], object], reps: int) -> float:

@@ -147,18 +147,24 @@ def _data(name, seed=3, k=6, n=80):
     return y.astype(float), X, W, g, extra
 
 
+@pytest.mark.parametrize("q", [2, 3, 4])
 @pytest.mark.parametrize("name", ["ordinal", "negbin"])
-def test_laplace_gradient_in_every_parameter(name):
+def test_laplace_gradient_in_every_parameter(name, q):
     """The compiled gradient in (beta, theta) — which for these non-canonical families
     uses the observed information — and in the family parameters equals central
-    differences of the Laplace objective (modes found afresh at each point)."""
-    y, X, W, _, extra = _data(name)
+    differences of the Laplace objective (modes found afresh at each point); q = 2 and 3
+    run the gradient pass compiled for that q, q = 4 the general one."""
+    y, X, _, _, extra = _data(name)
+    x1, x2 = X[:, -2], X[:, -1]
+    W = np.ascontiguousarray(np.column_stack([np.ones(y.size), x1, x2, x1 * x2])[:, :q])
     fam = get_family(name)
-    k, q, p = 6, 2, X.shape[1]
+    k, p = 6, X.shape[1]
     starts = np.arange(0, y.size + 1, y.size // k).astype(np.int64)
     wt = np.ones(y.size)
-    nth = 3
-    par = np.concatenate([np.full(p, 0.1), [0.6, 0.2, 0.4], extra])
+    nth = q * (q + 1) // 2
+    lam = 0.4 * np.eye(q) + np.tril(np.full((q, q), 0.1), -1)
+    theta = np.array([lam[r, c] for c in range(q) for r in range(c, q)])
+    par = np.concatenate([np.full(p, 0.1), theta, extra])
 
     def f(par, want):
         u = np.zeros((k, q))

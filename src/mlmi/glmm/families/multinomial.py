@@ -218,15 +218,14 @@ def _newton_mode(yc, wt, xb, W, lam, a, b, u, H, G, pis, Eb):
             for c in range(R + 1):
                 acc += lam[R, c] * u[c]
             bvec[R] = acc
-        # q as a compile-time constant for q <= 3 (a tuple's length): the compiler unrolls
-        # the loops over the random effects in the row pass
+        # q as a compile-time constant for q <= 2 (a tuple's length): the compiler unrolls
+        # the loops over the random effects in the row pass (each q compiled once; larger
+        # q, rare with (K - 1) q random effects per study, take the general version)
         args = (yc, wt, xb, W, a, b, bvec, eta, pi, pis, Eb, G, Gc, ww, qr, qc, mr, mc)
         if q == 1:
             obj = _cluster_pass(*args, (0,))
         elif q == 2:
             obj = _cluster_pass(*args, (0, 0))
-        elif q == 3:
-            obj = _cluster_pass(*args, (0, 0, 0))
         else:
             obj = _cluster_pass(*args, W[0])  # W[0]: any array of length q
         for r in range(Q):
@@ -441,15 +440,13 @@ def laplace_objective(beta, lam, yc, wt, X, W, starts, u, grad, want_grad, jac, 
                 if r != s2:
                     val += T[k1 * q + s2, k2 * q + r]
                 Tc[t, t2] = val
-        # the row pass, with q a compile-time constant for q <= 3 (a tuple's length)
+        # the row pass, with q a compile-time constant for q <= 2 (see _newton_mode)
         args = (yc, wt, X, W, a, b, pis, Tc, ww, C, Cpi, akl, cb, Wre, We, Xre, XAWc, qr, qc,
                 mr, mc)
         if q == 1:
             _gradient_rows(*args, (0,))
         elif q == 2:
             _gradient_rows(*args, (0, 0))
-        elif q == 3:
-            _gradient_rows(*args, (0, 0, 0))
         else:
             _gradient_rows(*args, W[0])  # W[0]: any array of length q
         for m in range(p):
