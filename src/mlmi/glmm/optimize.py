@@ -220,18 +220,19 @@ def fd_hessian(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], par: np.nd
 
 def fd_hessian_restoring(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
                          par: np.ndarray, *, step: float = 1e-4, central: bool = False,
-                         g0: np.ndarray | None = None
+                         g0: np.ndarray | None = None, columns: np.ndarray | None = None
                          ) -> tuple[np.ndarray, float, np.ndarray]:
     """:func:`fd_hessian`, and the value and gradient at ``par`` of the evaluation that
     leaves ``fun`` there. ``g0``: the gradient at ``par`` when ``fun``'s last evaluation
     was at ``par`` (its state, the modes, is then that of a fresh evaluation there: an
-    evaluation fewer, the same numbers)."""
+    evaluation fewer, the same numbers). ``columns``: only these parameters' rows and
+    columns are computed (the others are 0), an evaluation fewer for each left out."""
     npar = par.size
-    hess = np.empty((npar, npar))
+    hess = np.zeros((npar, npar))
     if not central and g0 is None:
         # g0 afresh: the differences must see the modes in one consistent state
         g0 = fun(par)[1]
-    for t in range(npar):
+    for t in (range(npar) if columns is None else columns):
         h = step * max(1.0, abs(par[t]))
         e = np.zeros(npar)
         e[t] = h
@@ -240,7 +241,12 @@ def fd_hessian_restoring(fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
         else:
             hess[:, t] = (fun(par + e)[1] - g0) / h
     value, grad = fun(par)
-    return 0.5 * (hess + hess.T), value, grad
+    hess = 0.5 * (hess + hess.T)
+    if columns is not None:
+        skipped = np.setdiff1d(np.arange(npar), columns)
+        hess[skipped, :] = 0.0
+        hess[:, skipped] = 0.0
+    return hess, value, grad
 
 
 def newton_polish(
@@ -249,6 +255,7 @@ def newton_polish(
     lower: np.ndarray,
     upper: np.ndarray | None = None,
     maxit: int = 8,
+    skip_held: bool = False,
 ) -> OptimResult | None:
     """Finish an optimisation stopped near an interior optimum (L-BFGS-B with
     :data:`LOOSE` tolerances) by Newton steps with one Hessian by differences.
@@ -262,7 +269,9 @@ def newton_polish(
     bound, the gradient pushing outwards (a zero variance), stay there. None — the
     caller finishes with the bounded optimiser — if a parameter is near a bound but not
     on it, the Hessian of the free parameters is not positive definite, or a step
-    fails to decrease the objective."""
+    fails to decrease the objective. ``skip_held``: the Hessian's rows and columns of the
+    parameters held on a bound are not computed (left 0; their covariance is not
+    reported, they are fixed), for callers that do not use them as a warm start."""
     x = opt.par.copy()
     g = opt.grad
     # a parameter near its bound (a variance going to 0) with the gradient pushing
@@ -286,8 +295,9 @@ def newton_polish(
     # fun's last evaluation was at opt.par (minimize_bounded ends with one): where x is
     # that point its gradient is the differences' base; fun is left evaluated at x
     same = bool(np.array_equal(x, opt.par))
-    H, f, g = fd_hessian_restoring(fun, x, g0=opt.grad if same else None)
-    n_eval = opt.n_eval + x.size + (1 if same else 2)
+    H, f, g = fd_hessian_restoring(fun, x, g0=opt.grad if same else None,
+                                   columns=free if skip_held else None)
+    n_eval = opt.n_eval + (free.size if skip_held else x.size) + (1 if same else 2)
     if not np.all(np.isfinite(H)):
         return None
     try:
@@ -330,6 +340,7 @@ def fit_with_boundary_checks(
     upper: np.ndarray | None = None,
     polish: bool = False,
     scale: np.ndarray | None = None,
+    skip_held: bool = False,
 ) -> tuple[OptimResult, list[str]]:
     """Optimise, then apply lme4's boundary step and probe the interior.
 
@@ -345,7 +356,8 @@ def fit_with_boundary_checks(
     ``polish``: a cold start stops L-BFGS-B near the optimum and finishes with
     :func:`newton_polish` (whose Hessian comes back in ``.hessian``); where that does
     not apply, L-BFGS-B continues to its tight tolerances. ``scale``: a diagonal
-    preconditioner for that cold L-BFGS-B stage (:func:`minimize_scaled`).
+    preconditioner for that cold L-BFGS-B stage (:func:`minimize_scaled`);
+    ``skip_held``: see :func:`newton_polish`.
 
     Returns the best result and notes on what was done.
     """
@@ -371,7 +383,7 @@ def fit_with_boundary_checks(
         else:
             loose = minimize_scaled(fun, start, lower, scale, maxiter=maxiter, upper=upper,
                                     tol=LOOSE)
-        best = newton_polish(fun, loose, lower, upper)
+        best = newton_polish(fun, loose, lower, upper, skip_held=skip_held)
         if best is None:
             best = minimize_bounded(fun, loose.par, lower, maxiter=maxiter, upper=upper)
             best.n_iter += loose.n_iter
