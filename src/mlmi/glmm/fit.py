@@ -289,11 +289,18 @@ def _fit_glmm_laplace(
     # family asks for it (Family.newton_finish): the binomial and poisson fits stay
     # bit-identical
     scale, n_scale = None, 0
+    u_start = u.copy()
+
+    def reset() -> None:
+        """The state of a fresh start: the start's modes, nothing to predict from."""
+        u[:] = u_start
+        last["par"] = None
+
     if fam.newton_finish and hess0 is None:
         scale, n_scale = _cold_scale(design, fam, par0, u, fun)
     opt, notes = fit_with_boundary_checks(fun, par0, lower, diag_index, maxiter=maxiter,
                                           hess0=hess0, normalize=normalize, upper=upper,
-                                          polish=fam.newton_finish, scale=scale)
+                                          polish=fam.newton_finish, scale=scale, reset=reset)
     opt.n_eval += n_scale
     return _glmm_result(design, fam, opt, fun, u, vcov, notes, failures[0], nagq=1)
 

@@ -341,6 +341,7 @@ def fit_with_boundary_checks(
     polish: bool = False,
     scale: np.ndarray | None = None,
     skip_held: bool = False,
+    reset: Callable[[], None] | None = None,
 ) -> tuple[OptimResult, list[str]]:
     """Optimise, then apply lme4's boundary step and probe the interior.
 
@@ -357,7 +358,9 @@ def fit_with_boundary_checks(
     :func:`newton_polish` (whose Hessian comes back in ``.hessian``); where that does
     not apply, L-BFGS-B continues to its tight tolerances. ``scale``: a diagonal
     preconditioner for that cold L-BFGS-B stage (:func:`minimize_scaled`);
-    ``skip_held``: see :func:`newton_polish`.
+    ``skip_held``: see :func:`newton_polish`; ``reset``: puts ``fun``'s state (the modes)
+    back to that of the start, before the plain path when the preconditioned one is
+    given up (so that path is exactly the one taken without ``scale``).
 
     Returns the best result and notes on what was done.
     """
@@ -376,18 +379,27 @@ def fit_with_boundary_checks(
                                     upper=upper)
             best.n_iter += n_iter
             best.n_eval += n_eval
+    spent = (0, 0)  # iterations and evaluations of a preconditioned attempt given up
+    if best is None and polish and scale is not None:
+        loose = minimize_scaled(fun, start, lower, scale, maxiter=maxiter, upper=upper,
+                                tol=LOOSE)
+        best = newton_polish(fun, loose, lower, upper, skip_held=skip_held)
+        if best is None:
+            # the preconditioned start did not reach the optimum's neighbourhood (a
+            # diagonal scaling cannot undo strongly correlated fixed effects, e.g.
+            # uncentred covariates): the plain path from the start, as without it
+            spent = (loose.n_iter, loose.n_eval + loose.par.size + 1)
+            if reset is not None:
+                reset()
     if best is None and polish:
-        if scale is None:
-            loose = minimize_bounded(fun, start, lower, maxiter=maxiter, upper=upper,
-                                     tol=LOOSE)
-        else:
-            loose = minimize_scaled(fun, start, lower, scale, maxiter=maxiter, upper=upper,
-                                    tol=LOOSE)
+        loose = minimize_bounded(fun, start, lower, maxiter=maxiter, upper=upper, tol=LOOSE)
         best = newton_polish(fun, loose, lower, upper, skip_held=skip_held)
         if best is None:
             best = minimize_bounded(fun, loose.par, lower, maxiter=maxiter, upper=upper)
             best.n_iter += loose.n_iter
             best.n_eval += loose.n_eval + loose.par.size + 2
+        best.n_iter += spent[0]
+        best.n_eval += spent[1]
     if best is None:
         best = minimize_bounded(fun, start, lower, maxiter=maxiter, upper=upper)
     # lme4's boundary step: snap near-boundary values to the boundary if no worse
