@@ -261,6 +261,22 @@ def test_cluster_encodings_give_identical_estimates():
     np.testing.assert_allclose(res.cond_cov, ref.cond_cov[::-1], atol=1e-8)
 
 
+@pytest.mark.parametrize("wrap", [pd.Categorical, pd.CategoricalIndex, pd.Series],
+                         ids=["Categorical", "CategoricalIndex", "Series"])
+def test_array_entry_keeps_a_categoricals_order(wrap):
+    """make_design (fit_arrays' entry) numbers the clusters of a categorical in the order
+    of its categories whether it comes bare, as an index or in a Series; other labels
+    sorted, as R's default factor levels."""
+    from mlmi.glmm.design import make_design
+
+    labels = np.array(["b", "a", "c", "b", "a", "c"])
+    cats = ["c", "b", "a", "unused"]
+    X, W = np.ones((6, 1)), np.ones((6, 1))
+    design = make_design(np.zeros(6), X, W, wrap(pd.Categorical(labels, categories=cats)))
+    assert list(design.clusters) == ["c", "b", "a"]
+    assert list(make_design(np.zeros(6), X, W, labels).clusters) == ["a", "b", "c"]
+
+
 def test_data_frame_is_not_modified():
     df = _data()
     df["st"] = pd.Categorical([f"S{i}" for i in df["st"]])

@@ -139,8 +139,9 @@ def _factorize(groups, group_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Labels in factor-level order and integer codes; a missing label is an error."""
     import pandas as pd
 
-    if not isinstance(groups, pd.Series):
-        groups = np.asarray(groups)
+    if not isinstance(groups, pd.Series) and not isinstance(
+            getattr(groups, "dtype", None), pd.CategoricalDtype):
+        groups = np.asarray(groups)  # a categorical keeps its categories' order below
     dtype = groups.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "iu":
         # integer labels (the imputation loop's study codes)
