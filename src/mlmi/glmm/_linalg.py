@@ -6,8 +6,6 @@ loops beat a LAPACK call per cluster by a wide margin.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from numba import njit
 
@@ -140,15 +138,12 @@ def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
     Ψ22 = Λ21² + Λ22² — the same θ that lme4 reports in ``getME(fit, "theta")``.
     """
     lam = np.zeros((q, q))
-    lam[_theta_positions(q)] = theta  # once per objective evaluation: no Python loop
+    t = 0
+    for c in range(q):
+        for r in range(c, q):
+            lam[r, c] = theta[t]
+            t += 1
     return lam
-
-
-@functools.cache
-def _theta_positions(q: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, columns) of Λ in θ's order, for fancy indexing."""
-    pairs = theta_pairs(q)
-    return pairs[:, 0], pairs[:, 1]
 
 
 def lambda_to_theta(lam: np.ndarray) -> np.ndarray:

@@ -32,7 +32,13 @@ from .design import (
 from .families import Family, get_family
 from .laplace import laplace_details, laplace_objective
 from .lmm import cross_products, lmm_profiled
-from .optimize import SINGULAR_TOL, OptimResult, fit_with_boundary_checks, start_scale
+from .optimize import (
+    SINGULAR_TOL,
+    OptimResult,
+    fit_with_boundary_checks,
+    gradient_difference,
+    start_scale,
+)
 from .result import FitWarning, GLMMResult
 
 
@@ -323,10 +329,7 @@ def _cold_scale(design: ClusterDesign, fam: Family, par0: np.ndarray, u: np.ndar
     if alpha0.size:
         g0 = fun(par0)[1]
         for t in range(p + nth, par0.size):
-            h = 1e-4 * max(1.0, abs(par0[t]))
-            e = np.zeros(par0.size)
-            e[t] = h
-            curvature[t - p - nth] = (fun(par0 + e)[1][t] - g0[t]) / h
+            curvature[t - p - nth] = gradient_difference(fun, par0, t, g0)[t]
     return start_scale(p, q, k, theta0, fisher, curvature), (1 + alpha0.size if alpha0.size
                                                                else 0)
 
