@@ -29,6 +29,7 @@ def study_status(observed: np.ndarray, cluster: np.ndarray, k: int) -> np.ndarra
     status[n_obs == 0] = SYSTEMATIC
     return status
 
+
 #: mlmi.impute's default draw of Psi* (psi_draw=); the evidence: docs/results/psi-draw.md
 DEFAULT_PSI_DRAW = "auto"
 
